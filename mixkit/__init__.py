@@ -1,0 +1,3 @@
+"""mixkit: timm/torchvision-compatible mixup with AlignMixup and fast data loaders."""
+
+__version__ = "0.1.0"
