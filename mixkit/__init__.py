@@ -1,4 +1,5 @@
 """mixkit: timm/torchvision-compatible mixup with AlignMixup and fast data loaders."""
 
-__version__ = "0.1.0"
 from .ot import align, get_solver, list_solvers
+
+__version__ = "0.1.0"
