@@ -19,10 +19,20 @@ import torch
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
-from mixkit.mix import AlignMixup, ManifoldMixup, align_mix_features, create_mixup, manifold_mix_features
-from mixkit.ot import align
+from mixkit.mix import (
+    AlignMixup,
+    ManifoldMixup,
+    align_mix_features,
+    create_mixup,
+    flip_pair_plans,
+    manifold_mix_features,
+)
+from mixkit.ot import align, transport_plan
 
 NUM_CLASSES = 5
+# AlignMixup solves half of the flip-pair plans and transposes them; a tight solver tolerance makes that
+# agree with the hand reference (which solves every pair with mixkit.ot.align) to float precision.
+TIGHT = dict(tol=1e-7, max_iter=5000)
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +81,9 @@ def _hand_align(f: torch.Tensor, lam: torch.Tensor, direction: str) -> torch.Ten
     b = a.flip(0)
     w = lam.reshape(-1, 1, 1)
     if direction == "to_a":
-        mixed = w * a + (1 - w) * align(a, b, direction="to_x")
+        mixed = w * a + (1 - w) * align(a, b, direction="to_x", **TIGHT)
     else:
-        mixed = w * align(a, b, direction="to_y") + (1 - w) * b
+        mixed = w * align(a, b, direction="to_y", **TIGHT) + (1 - w) * b
     return mixed.transpose(1, 2).reshape(f.shape)
 
 
@@ -83,7 +93,9 @@ def test_alignmixup_resnet_matches_hand_mix_and_fires_once(resnet: nn.Module, di
     with torch.no_grad():
         with capture(resnet.layer4) as feats:
             plain = resnet(x)
-        mix = create_mixup("alignmixup", model=resnet, num_classes=NUM_CLASSES, input_prob=0.0, direction=direction)
+        mix = create_mixup(
+            "alignmixup", model=resnet, num_classes=NUM_CLASSES, input_prob=0.0, direction=direction, **TIGHT
+        )
         try:
             np.random.seed(1)
             x_in, target = mix(x, y)
@@ -242,7 +254,7 @@ def test_deterministic_under_seed(convnext: nn.Module, method: str) -> None:
 def test_vit_prefix_token_is_interpolated_and_patches_aligned(vit: nn.Module) -> None:
     x, y = _batch(size=32)
     assert vit.num_prefix_tokens == 1
-    mix = create_mixup("alignmixup", model=vit, num_classes=NUM_CLASSES, input_prob=0.0, direction="to_a")
+    mix = create_mixup("alignmixup", model=vit, num_classes=NUM_CLASSES, input_prob=0.0, direction="to_a", **TIGHT)
     try:
         assert mix.layers == ("blocks.1",) and mix.num_prefix_tokens == 1
         with torch.no_grad():
@@ -256,7 +268,9 @@ def test_vit_prefix_token_is_interpolated_and_patches_aligned(vit: nn.Module) ->
         torch.testing.assert_close(m[:, 0], lam * f[:, 0] + (1 - lam) * f.flip(0)[:, 0])
         patches = f[:, 1:]
         w = lam.reshape(-1, 1, 1)
-        torch.testing.assert_close(m[:, 1:], w * patches + (1 - w) * align(patches, patches.flip(0)))
+        torch.testing.assert_close(
+        m[:, 1:], w * patches + (1 - w) * align(patches, patches.flip(0), **TIGHT), rtol=1e-3, atol=2e-4
+    )
         torch.testing.assert_close(out, vit.forward_head(vit.norm(m)), rtol=1e-4, atol=1e-4)
     finally:
         mix.remove()
@@ -291,7 +305,7 @@ def test_channels_last_and_bf16_autocast(resnet: nn.Module) -> None:
     x, y = _batch()
     model = resnet.to(memory_format=torch.channels_last)
     x = x.to(memory_format=torch.channels_last)
-    mix = create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES, input_prob=0.0, direction="to_b")
+    mix = create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES, input_prob=0.0, direction="to_b", **TIGHT)
     try:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             with capture(model.layer4) as plain:
@@ -320,7 +334,9 @@ def test_any_module_by_name() -> None:
     x, y = _batch(size=8)
     with pytest.raises(ValueError, match="no timm feature_info"):
         create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES)
-    mix = create_mixup("alignmixup", model=model, layers="2", num_classes=NUM_CLASSES, input_prob=0.0, direction="to_a")
+    mix = create_mixup(
+        "alignmixup", model=model, layers="2", num_classes=NUM_CLASSES, input_prob=0.0, direction="to_a", **TIGHT
+    )
     try:
         with torch.no_grad():
             f = model[:3](x)
@@ -477,3 +493,14 @@ def test_alignment_recovers_a_spatial_permutation() -> None:
     torch.testing.assert_close(mixed, a, rtol=0.02, atol=0.05)
     mixed = align_mix_features(a, b, 0.3, direction="to_b", eps=0.01, max_iter=500)
     torch.testing.assert_close(mixed, b, rtol=0.02, atol=0.05)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 5])
+def test_flip_pair_plans_are_the_full_solve(batch_size: int) -> None:
+    torch.manual_seed(0)
+    points = torch.randn(batch_size, 9, 6)
+    plans = flip_pair_plans(points, **TIGHT)
+    for i in range(batch_size):  # the transposed half is exact; the solved half matches a full solve
+        torch.testing.assert_close(plans[batch_size - 1 - i], plans[i].T)
+    torch.testing.assert_close(plans, transport_plan(points, points.flip(0), **TIGHT), rtol=0, atol=1e-5)
+    torch.testing.assert_close(plans.sum(2), torch.full((batch_size, 9), 1 / 9), rtol=1e-4, atol=1e-6)

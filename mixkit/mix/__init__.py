@@ -3,7 +3,7 @@
 ``mixup_fn = create_mixup(name, model=model, **kwargs)``; ``x, target = mixup_fn(x, target)``.
 """
 
-from .alignmixup import AlignMixup, align_mix_features
+from .alignmixup import AlignMixup, align_mix_features, feature_points, flip_pair_plans
 from .factory import create_mixup, list_mixups, register_mixup
 from .feature_mix import FeatureMixupBase, mix_inputs
 from .hooks import FeatureMixHooks
@@ -21,7 +21,9 @@ __all__ = [
     "create_mixup",
     "default_feature_layer",
     "default_manifold_layers",
+    "feature_points",
     "feature_info_names",
+    "flip_pair_plans",
     "list_mixups",
     "manifold_mix_features",
     "mix_inputs",

@@ -20,18 +20,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ot import align
+from ..ot import barycentric_projection, transport_plan
 from .feature_mix import FeatureMixupBase, lam_weights, rand, randint
 from .hooks import MixFn, check_feature_output
 from .layers import INPUT, LayerSpec, default_feature_layer, unwrap_model
 
-__all__ = ["AlignMixup", "align_mix_features"]
+__all__ = ["AlignMixup", "align_mix_features", "feature_points", "flip_pair_plans"]
 
 _DIRECTIONS = ("to_a", "to_b")
 _LAYOUTS = ("nchw", "nhwc", "nlc")
 
 
-def _to_points(a: torch.Tensor, layout: str, num_prefix_tokens: int) -> torch.Tensor:
+def feature_points(a: torch.Tensor, layout: str = "nchw", num_prefix_tokens: int = 0) -> torch.Tensor:
+    """The (B, n, C) point set of a feature map or token set (prefix tokens left out)."""
     if layout == "nchw":
         return a.flatten(2).transpose(1, 2)  # a view for channels_last maps, a copy otherwise
     if layout == "nhwc":
@@ -51,6 +52,38 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def flip_pair_plans(
+    points: torch.Tensor,
+    *,
+    solver: str = "torch",
+    eps: float | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+) -> torch.Tensor:
+    """Transport plans between each point set and its ``flip(0)`` partner, solving only half of them.
+
+    With uniform weights and a symmetric cost, the plan from j to i is the transpose of the plan from
+    i to j, so the pairs (i, B-1-i) and (B-1-i, i) share one solve: half the solver time, the same
+    plans up to the solver's tolerance.
+
+    Args:
+        points: (B, n, C) point sets; sample i pairs with B-1-i.
+        solver: mixkit.ot solver name.
+        eps: Entropic regularisation (None: the solver's default).
+        max_iter: Solver iterations (None: the solver's default).
+        tol: Solver tolerance (None: the solver's default).
+
+    Returns:
+        (B, n, n) fp32 plans (fp64 for fp64 points), row i between points[i] and points[B-1-i]; no grad.
+    """
+    batch = points.shape[0]
+    solved = (batch + 1) // 2  # the first half, and the middle sample of an odd batch
+    points = points.detach()
+    with torch.no_grad():
+        half = transport_plan(points[:solved], points.flip(0)[:solved], solver=solver, eps=eps, max_iter=max_iter, tol=tol)
+    return torch.cat([half, half[: batch - solved].flip(0).transpose(1, 2)])
+
+
 def align_mix_features(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -63,6 +96,7 @@ def align_mix_features(
     eps: float | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
+    plan: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Aligns one batch of feature maps (or token sets) to the other with OT and interpolates.
 
@@ -79,6 +113,8 @@ def align_mix_features(
         eps: Entropic regularisation (None: the solver's default).
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver stopping tolerance (None: the solver's default).
+        plan: Precomputed (B, n, m) plans between a's and b's point sets (e.g. ``flip_pair_plans``);
+            None solves them here with ``mixkit.ot.transport_plan``.
 
     Returns:
         The mix, with ``a``'s shape, dtype and memory format. Gradients flow into both ``a`` and ``b``;
@@ -98,13 +134,21 @@ def align_mix_features(
             f"num_prefix_tokens must be in [0, {a.shape[1]}) for {a.shape[1]} tokens, got {num_prefix_tokens}"
         )
     prefix = num_prefix_tokens if layout == "nlc" else 0
-    pa, pb = _to_points(a, layout, prefix), _to_points(b, layout, prefix)
-    ot_kwargs = dict(solver=solver, eps=eps, max_iter=max_iter, tol=tol, detach_plan=True)
+    pa, pb = feature_points(a, layout, prefix), feature_points(b, layout, prefix)
+    if plan is None:
+        with torch.no_grad():  # the plan is a constant, as in the paper; gradients flow through the projection
+            plan = transport_plan(pa.detach(), pb.detach(), solver=solver, eps=eps, max_iter=max_iter, tol=tol)
+    elif plan.shape != (pa.shape[0], pa.shape[1], pb.shape[1]):
+        raise ValueError(f"plan must have shape (B, n, m) = {(pa.shape[0], pa.shape[1], pb.shape[1])}, got {tuple(plan.shape)}")
     w = lam_weights(lam, pa)
-    if direction == "to_a":
-        mixed = pa * w + align(pa, pb, direction="to_x", **ot_kwargs) * (1 - w)
-    else:
-        mixed = align(pa, pb, direction="to_y", **ot_kwargs) * w + pb * (1 - w)
+    # The projection runs in the plan's precision (fp32 under autocast), then returns to the features' dtype.
+    with torch.autocast(device_type=pa.device.type, enabled=False):
+        if direction == "to_a":  # b carried onto a's positions
+            aligned = barycentric_projection(plan, pb.to(plan.dtype)).to(pa.dtype)
+            mixed = pa * w + aligned * (1 - w)
+        else:  # a carried onto b's positions
+            aligned = barycentric_projection(plan.transpose(1, 2), pa.to(plan.dtype)).to(pa.dtype)
+            mixed = aligned * w + pb * (1 - w)
     if prefix:
         wp = lam_weights(lam, a)
         mixed = torch.cat([a[:, :prefix] * wp + b[:, :prefix] * (1 - wp), mixed], dim=1)
@@ -213,7 +257,7 @@ class AlignMixup(FeatureMixupBase):
         # Fail at construction, not at the first training step, on a solver name or setting the OT
         # module rejects.
         probe = torch.rand(2, 3, 2)
-        align(probe[:1], probe[1:], solver=solver, eps=eps, max_iter=max_iter, tol=tol)
+        transport_plan(probe[:1], probe[1:], solver=solver, eps=eps, max_iter=max_iter, tol=tol)
 
     def _choose_layer(self) -> str:
         # Same draw order as the authors' code: input-vs-feature first, then (feature branch) direction.
@@ -236,13 +280,17 @@ class AlignMixup(FeatureMixupBase):
         direction = self.last_direction or "to_a"
         kwargs = dict(solver=self.solver, eps=self.eps, max_iter=self.max_iter, tol=self.tol)
 
+        cache: dict[str, torch.Tensor] = {}
+
         def mix(output: torch.Tensor) -> torch.Tensor:
             output = check_feature_output(layer, output, batch_size, ndims=(3, 4))
             layout = self._layout(output)
             prefix = self.num_prefix_tokens if layout == "nlc" else 0
+            if "plan" not in cache:  # a checkpoint replay sees the same features: reuse the solve
+                cache["plan"] = flip_pair_plans(feature_points(output, layout, prefix), **kwargs)
             return align_mix_features(
                 output, output.flip(0), lam, direction=direction, layout=layout, num_prefix_tokens=prefix,
-                **kwargs,
+                plan=cache["plan"],
             )
 
         return mix
