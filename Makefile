@@ -36,8 +36,10 @@ install-core: $(VENV)/.core-installed
 install-all: $(VENV)/.all-installed
 install: install-all
 
+# The main job on its embedded default: the solver benchmark's target row (B=64, 7x7x2048, CPU) and
+# the real-feature row; the full grid is `$(PY) benchmarks/solvers.py`. Output under benchmarks/results/demo/.
 demo: $(VENV)/.core-installed
-	$(PY) benchmarks/solvers.py --device cpu
+	$(PY) benchmarks/solvers.py --device cpu --batch-sizes 64 --shapes 7x7x2048 --out-dir benchmarks/results/demo
 
 test: $(VENV)/.all-installed
 	$(VENV)/bin/ruff check .

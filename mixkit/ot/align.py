@@ -52,8 +52,8 @@ def barycentric_projection(plan: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, n, C) in y's dtype: row i is the plan-weighted mean of the y points matched to x_i.
     """
-    check_float_tensor(plan, "plan", 3)
-    check_float_tensor(y, "y", 3)
+    check_float_tensor(plan, "plan", 3, finite=False)
+    check_float_tensor(y, "y", 3, finite=False)
     if plan.shape[0] != y.shape[0] or plan.shape[2] != y.shape[1]:
         raise ValueError(f"plan {tuple(plan.shape)} does not match points {tuple(y.shape)}: need (B, n, m) and (B, m, C)")
     weights = plan / plan.sum(dim=2, keepdim=True).clamp_min(torch.finfo(plan.dtype).tiny)

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from ._checks import check_float_tensor, check_point_sets
+from ._checks import check_finite, check_float_tensor, check_point_sets
 
 CostScale = Literal["std", "max", "mean", "none"]
 COST_SCALES: tuple[str, ...] = ("std", "max", "mean", "none")
@@ -43,6 +43,7 @@ def squared_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         xx = x.pow(2).sum(-1)
         yy = y.pow(2).sum(-1)
         cost = torch.baddbmm(xx.unsqueeze(2) + yy.unsqueeze(1), x, y.transpose(1, 2), alpha=-2.0)
+    check_finite(cost, "x or y contains NaN or Inf (or their squared distances overflow); check the features")
     return cost.clamp_min_(0.0)
 
 

@@ -1,0 +1,324 @@
+"""Sinkhorn solvers compared on the same costs: time, memory, convergence and sharpness.
+
+Pipelines (each builds its own cost from the two feature sets, so the total column is what an
+alignment costs end to end):
+  torch      mixkit's default: one batched matmul for the cost, "std" scaling, epsilon-scaling Sinkhorn.
+  pot        POT: ot.batch.dist_batch for the cost, the same scaling, ot.solve_batch (log-domain).
+  reference  the paper's code path: the B x n x m x C broadcast cost, the same scaling, its solver.
+  paper      the paper's settings as published: broadcast raw cost, eps 0.1, <= 100 iterations.
+torch, pot and reference solve the same scaled problem at the same eps; "paper" shows what the
+published configuration gives on the same features. POT's stopping threshold defaults to the torch
+solver's tolerance (POT measures the L2 norm of the row error, torch the L1 norm of rows plus
+columns, a stricter test); the marginal-error column measures every plan the same way.
+Subnormal floats are flushed to zero for every pipeline.
+
+Features: "random" (standard normal, the shapes of CIFAR ResNet-18 layer4, ResNet-50 layer4 and
+layer3, and ViT-S tokens) and "real" (7x7 post-ReLU maps of a CNN trained on Fashion-MNIST,
+mixkit.datasets.fashion_mnist_features). Each row pairs sample i of one half with sample i of the
+other.
+
+Writes benchmarks/results/solvers-<device>.json and .png and prints a table. Only measured numbers
+are reported, with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from tqdm.auto import tqdm
+
+from mixkit.datasets import fashion_mnist_features
+from mixkit.ot import (
+    DEFAULT_EPS,
+    DEFAULT_TOL,
+    effective_partners,
+    emd,
+    marginal_error,
+    normalize_cost,
+    reference_cost,
+    relative_transport_cost,
+    sinkhorn_pot,
+    sinkhorn_reference,
+    sinkhorn_torch,
+    squared_euclidean_cost,
+)
+from mixkit.ot.reference import REFERENCE_EPS
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHAPES = {  # name: (points per set, channels)
+    "4x4x512": (16, 512),
+    "7x7x2048": (49, 2048),
+    "14x14x1024": (196, 1024),
+    "196x384": (196, 384),
+}
+SOLVERS = ("torch", "pot", "reference", "paper")
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+class PeakMemory:
+    """Peak extra memory of a block: CUDA's allocator peak, or the process RSS sampled every 1 ms on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._proc = psutil.Process()
+            self._base = self._proc.memory_info().rss
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def make_pipelines(eps: float, pot_max_iter: int, pot_tol: float) -> dict[str, tuple[Callable, Callable]]:
+    """name -> (build_cost(x, y), solve(cost) -> (plan, info))."""
+    from ot.batch import dist_batch
+
+    def pot_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        raw = dist_batch(x.cpu().numpy(), y.cpu().numpy(), metric="sqeuclidean")
+        return normalize_cost(torch.from_numpy(raw))
+
+    return {
+        "torch": (lambda x, y: normalize_cost(squared_euclidean_cost(x, y)),
+                  lambda c: sinkhorn_torch(c, eps, return_info=True)),
+        "pot": (pot_cost, lambda c: sinkhorn_pot(c, eps, pot_max_iter, pot_tol, return_info=True)),
+        "reference": (lambda x, y: normalize_cost(reference_cost(x, y)),
+                      lambda c: sinkhorn_reference(c, eps, return_info=True)),
+        "paper": (reference_cost, lambda c: sinkhorn_reference(c, REFERENCE_EPS, return_info=True)),
+    }
+
+
+def time_pipeline(build: Callable, solve: Callable, x: torch.Tensor, y: torch.Tensor, repeats: int,
+                  budget_s: float) -> dict[str, Any]:
+    """Median times over up to ``repeats`` runs; the first run also gives the plan and the peak memory.
+
+    A row stops repeating once ``budget_s`` has passed (the slow reference rows run once or twice).
+    """
+    device = x.device
+    totals, costs = [], []
+    start = time.perf_counter()
+    while len(totals) < repeats and (not totals or time.perf_counter() - start < budget_s):
+        with PeakMemory(device) as mem:
+            _sync(device)
+            t0 = time.perf_counter()
+            cost = build(x, y)
+            _sync(device)
+            t1 = time.perf_counter()
+            out = solve(cost)
+            _sync(device)
+            t2 = time.perf_counter()
+        if not totals:
+            (plan, info), peak = out, mem.peak
+        costs.append(t1 - t0)
+        totals.append(t2 - t0)
+    return {
+        "plan": plan, "n_iter": int(info.n_iter), "runs": len(totals),
+        "total_ms": 1e3 * statistics.median(totals), "cost_ms": 1e3 * statistics.median(costs),
+        "solve_ms": 1e3 * statistics.median(t - c for t, c in zip(totals, costs, strict=True)),
+        "peak_mb": peak / 2**20,
+    }
+
+
+def features(kind: str, shape: str, batch: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if kind == "real":
+        feats = fashion_mnist_features(2 * batch, progress=False)
+        return feats[:batch].to(device), feats[batch:].to(device)
+    n, c = SHAPES[shape]
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, n, c, generator=g).to(device), torch.randn(batch, n, c, generator=g).to(device))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    # Subnormal floats are ~30x slower on x86 CPUs and the published solver's exp() produces many;
+    # flushing them (as GPUs' fast paths do) keeps the comparison about the algorithms.
+    torch.set_flush_denormal(True)
+    pipelines = make_pipelines(args.eps, args.pot_max_iter, args.pot_tol)
+    cells = [("random", s, b) for s in args.shapes for b in args.batch_sizes]
+    if args.real:
+        cells += [("real", "7x7x128", b) for b in args.batch_sizes]
+    rows = []
+    bar = tqdm(total=len(cells) * len(args.solvers), desc=f"solvers on {device.type}")
+    for kind, shape, batch in cells:
+        x, y = features(kind, shape, batch, device, args.seed)
+        n, m, ch = x.shape[1], y.shape[1], x.shape[2]
+        raw = squared_euclidean_cost(x.double(), y.double()).cpu()
+        exact = emd(raw) if args.emd else None
+        results = {}
+        for name in args.solvers:
+            bar.set_postfix_str(f"{kind} {shape} B={batch} {name}")
+            broadcast_gb = batch * n * m * ch * x.element_size() / 2**30
+            if name in ("reference", "paper") and broadcast_gb > args.max_broadcast_gb:
+                results[name] = {"skipped": f"broadcast cost needs {broadcast_gb:.1f} GiB (> --max-broadcast-gb)"}
+            elif name == "pot" and device.type == "cuda" and not args.pot_on_cuda:
+                results[name] = {"skipped": "POT runs on the host (numpy); --pot-on-cuda to time it anyway"}
+            else:
+                build, solve = pipelines[name]
+                results[name] = time_pipeline(build, solve, x, y, args.repeats, args.budget_s)
+            bar.update()
+        pot_plan = results.get("pot", {}).get("plan")
+        for name, r in results.items():
+            row = {"features": kind, "shape": shape, "batch": batch, "points": n, "channels": ch,
+                   "solver": name, "device": device.type,
+                   "eps": REFERENCE_EPS if name == "paper" else args.eps}
+            if "skipped" in r:
+                rows.append({**row, "skipped": r["skipped"]})
+                continue
+            plan = r.pop("plan").double().cpu()
+            row.update(r)
+            row["marginal_error"] = marginal_error(plan).max().item()
+            row["partners"] = effective_partners(plan).mean().item()
+            row["cost_vs_emd"] = relative_transport_cost(plan, raw, exact).mean().item() if exact is not None else None
+            row["max_diff_vs_pot"] = ((plan - pot_plan.double().cpu()).abs().max().item() * n
+                                      if pot_plan is not None else None)
+            rows.append(row)
+    bar.close()
+    return {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out_dir"}, "rows": rows}
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(result: dict[str, Any]) -> str:
+    head = ("| features | shape | B | solver | total ms | cost ms | solve ms | peak MiB | iters | marg. err "
+            "| max\\|P-P_pot\\|*n | cost/EMD | partners |")
+    lines = [head, "|" + "---|" * 13]
+    for r in result["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['features']} | {r['shape']} | {r['batch']} | {r['solver']} | skipped: {r['skipped']} |"
+                         + " |" * 8)
+            continue
+        lines.append(
+            f"| {r['features']} | {r['shape']} | {r['batch']} | {r['solver']} | {r['total_ms']:.1f} | {r['cost_ms']:.1f} "
+            f"| {r['solve_ms']:.1f} | {r['peak_mb']:.0f} | {r['n_iter']} | {r['marginal_error']:.1e} "
+            f"| {_fmt(r['max_diff_vs_pot'], '.1e')} | {_fmt(r['cost_vs_emd'], '.3f')} | {r['partners']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if "skipped" not in r]
+    groups = sorted({(r["features"], r["shape"]) for r in rows})
+    fig, axes = plt.subplots(2, len(groups), figsize=(4 * len(groups), 7), squeeze=False)
+    for j, (kind, shape) in enumerate(groups):
+        for name in SOLVERS:
+            sel = sorted((r for r in rows if (r["features"], r["shape"], r["solver"]) == (kind, shape, name)),
+                         key=lambda r: r["batch"])
+            if not sel:
+                continue
+            batches = [r["batch"] for r in sel]
+            axes[0, j].plot(batches, [r["total_ms"] for r in sel], "o-", label=name)
+            axes[1, j].plot(batches, [max(r["marginal_error"], 1e-8) for r in sel], "o-", label=name)
+        axes[0, j].set(title=f"{kind} {shape}", xscale="log", yscale="log", ylabel="ms (cost + solve)")
+        axes[1, j].set(xscale="log", yscale="log", xlabel="batch size", ylabel="marginal error (L1)")
+        axes[0, j].legend(fontsize=8)
+    m = result["machine"]
+    fig.suptitle(f"Sinkhorn solvers, eps={result['args']['eps']} ({m.get('gpu', m['cpu'])}, {m['cores']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256],
+                   help="batch sizes B (pairs of sets solved at once)")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES),
+                   help="random-feature set shapes, points x channels")
+    p.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS, help="pipelines to compare")
+    p.add_argument("--no-real", dest="real", action="store_false",
+                   help="skip the rows on real Fashion-MNIST CNN features (trained once, ~1 min, then cached)")
+    p.add_argument("--no-emd", dest="emd", action="store_false", help="skip exact EMD (the cost/EMD column)")
+    p.add_argument("--eps", type=float, default=DEFAULT_EPS, help="eps for torch, pot and reference (scaled cost)")
+    p.add_argument("--pot-max-iter", type=int, default=1000, help="POT's iteration limit")
+    p.add_argument("--pot-tol", type=float, default=DEFAULT_TOL,
+                   help="POT's stopping threshold (its L2 row criterion; default: the torch solver's tol)")
+    p.add_argument("--pot-on-cuda", action="store_true", help="time POT also in a CUDA run (it works on the host)")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per row (median reported), after a warm-up")
+    p.add_argument("--budget-s", type=float, default=10.0, help="stop repeating a row after this many seconds")
+    p.add_argument("--max-broadcast-gb", type=float, default=3.0,
+                   help="skip the broadcast-cost pipelines (reference, paper) whose B x n x m x C tensor is larger")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random features")
+    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where solvers-<device>.json and .png go")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is available; use --device cpu")
+    result = run(args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.out_dir / f"solvers-{args.device}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    plot(result, stem.with_suffix(".png"))
+    m = result["machine"]
+    print(f"\nMachine: {m.get('gpu', m['cpu'])}, {m['cores']} cores, torch {m['torch']}")
+    print(table(result))
+    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
