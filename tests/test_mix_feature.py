@@ -504,3 +504,23 @@ def test_flip_pair_plans_are_the_full_solve(batch_size: int) -> None:
         torch.testing.assert_close(plans[batch_size - 1 - i], plans[i].T)
     torch.testing.assert_close(plans, transport_plan(points, points.flip(0), **TIGHT), rtol=0, atol=1e-5)
     torch.testing.assert_close(plans.sum(2), torch.full((batch_size, 9), 1 / 9), rtol=1e-4, atol=1e-6)
+
+
+def test_deepcopy_of_the_model_is_not_mixed(convnext: nn.Module) -> None:
+    # An EMA copy made after the mixup object carries the hooks along; it must neither mix nor consume.
+    import copy
+
+    x, y = _batch()
+    mix = create_mixup("manifold", model=convnext, layers="stages.2", num_classes=NUM_CLASSES)
+    try:
+        ema = copy.deepcopy(convnext).train()
+        with torch.no_grad():
+            plain = ema(x)
+            np.random.seed(0)
+            mix(x, y)
+            torch.testing.assert_close(ema(x), plain)
+            assert mix.hooks.armed == "stages.2"
+            convnext(x)
+            assert mix.hooks.num_fired == 1
+    finally:
+        mix.remove()

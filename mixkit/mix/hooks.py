@@ -96,9 +96,8 @@ class FeatureMixHooks:
         self.num_fired = 0  # number of armed mixes consumed, for tests and debugging
         self._pending: tuple[str, MixFn] | None = None
         self._replay: tuple[str, MixFn] | None = None
-        self._handles = [
-            get_layer(self.model, name).register_forward_hook(self._layer_hook(name)) for name in self.layers
-        ]
+        self._modules = {name: get_layer(self.model, name) for name in self.layers}
+        self._handles = [module.register_forward_hook(self._layer_hook(name)) for name, module in self._modules.items()]
         self._handles.append(self.model.register_forward_pre_hook(self._root_pre_hook))
         self._handles.append(self.model.register_forward_hook(self._root_post_hook))
 
@@ -136,7 +135,9 @@ class FeatureMixHooks:
     def _layer_hook(self, name: str) -> Callable[[nn.Module, Any, Any], Any]:
         @torch.compiler.disable
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
-            if not self.model.training:
+            # A deepcopy of the model (an EMA copy made after this object) carries the hooks along; only
+            # the modules registered here take part.
+            if module is not self._modules.get(name) or not self.model.training:
                 return None
             pending = self._pending
             if pending is not None and pending[0] == name:
@@ -153,12 +154,12 @@ class FeatureMixHooks:
 
     @torch.compiler.disable
     def _root_pre_hook(self, module: nn.Module, args: Any) -> None:
-        if not _in_backward():
+        if module is self.model and not _in_backward():
             self._replay = None  # a new forward: the previous step's mix must not be replayed
 
     @torch.compiler.disable
     def _root_post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if self._pending is None or not module.training or _in_backward():
+        if module is not self.model or self._pending is None or not module.training or _in_backward():
             return
         layer = self._pending[0]
         self._pending = None
