@@ -176,9 +176,14 @@ class DaliLoader(LoaderBase):
         self.pipeline = pipeline()
         self.pipeline.build()
         if num_samples is None:
-            num_samples = int(self.pipeline.epoch_size("Reader"))
+            num_samples = int(self.pipeline.reader_meta("Reader")["epoch_size"])  # unpadded
         start, stop = shard_bounds(num_samples, rank, world_size)
         self._shard_size = stop - start
+        if is_training:
+            # Tar shards cannot be cut to equal sizes before reading (an ImageFolder's list is), so
+            # training counts num_samples // world_size per rank and _iter_epoch stops every rank after
+            # the same number of batches.
+            self._shard_size = num_samples // world_size
         if self._shard_size == 0 and is_training:
             raise ValueError(f"rank {rank} of {world_size} has no training sample ({num_samples} in all).")
         policy = LastBatchPolicy.DROP if drop_last else LastBatchPolicy.PARTIAL
@@ -191,7 +196,10 @@ class DaliLoader(LoaderBase):
 
     def _iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # DALI's reader advances its own shuffle every pass; ``epoch`` cannot select it.
-        for batch in self.iterator:
+        num_batches = len(self)
+        for i, batch in enumerate(self.iterator):
+            if i >= num_batches:
+                continue  # drained, not yielded: the iterator resets only at the end of its epoch
             images = batch[0]["images"]
             if self.channels_last:
                 images = images.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels-last, no copy
