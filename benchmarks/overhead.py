@@ -155,7 +155,7 @@ def time_step(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tenso
     return time.perf_counter() - start
 
 
-def ot_breakdown(model: torch.nn.Module, x: torch.Tensor, cfg: dict[str, Any], repeats: int = 10) -> dict[str, Any]:
+def ot_breakdown(model: torch.nn.Module, x: torch.Tensor, cfg: dict[str, Any], repeats: int = 30) -> dict[str, Any]:
     """Times the OT parts of one feature-branch AlignMixup on the real last-stage feature shape."""
     device = torch.device(cfg["device"])
     amp_dtype = torch.bfloat16 if cfg["amp"] else None
@@ -235,6 +235,8 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
                     branch = "input" if getattr(mix, "last_layer", None) == "input" else "step"
                     samples[method].setdefault(branch, []).append(seconds)
                     bar.update()
+    # Sanity check that the feature methods really mixed in the timed steps (hook consumptions).
+    fired = {m: getattr(getattr(st.mix, "hooks", None), "num_fired", None) for m, st in steps.items()}
     for step in steps.values():
         if step.mix is not None and hasattr(step.mix, "remove"):
             step.mix.remove()
@@ -258,6 +260,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
             "median_step_ms": t_median * 1e3,
             "median_ratio": t_median / base_median,
             "steps_per_branch": {b: len(ts) for b, ts in samples[m].items()},
+            "feature_mixes_applied": fired[m],
         }
     return {
         "preset": preset,

@@ -89,7 +89,7 @@ def check_targets(target: torch.Tensor, batch_size: int, num_classes: int, multi
         )
     # One reduction and one host sync: cheap next to a training step, and it turns a CUDA device-side
     # assert inside scatter_ into a readable error.
-    low, high = int(target.min()), int(target.max())
+    low, high = torch.stack([target.min(), target.max()]).tolist()
     if low < 0 or high >= num_classes:
         raise ValueError(
             f"target labels must be in [0, num_classes) = [0, {num_classes}), got min {low} and max {high}; "
