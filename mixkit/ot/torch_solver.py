@@ -76,6 +76,7 @@ def sinkhorn_torch(
     decay: float = 0.5,
     stage_iters: int = 4,
     check_every: int = 10,
+    absorb_every: int = 100,
     omega: float = DEFAULT_OMEGA,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
@@ -90,6 +91,7 @@ def sinkhorn_torch(
         decay: Ratio between consecutive eps stages.
         stage_iters: Scaling iterations per intermediate stage.
         check_every: Convergence check period on CPU.
+        absorb_every: Period at which the scalings are absorbed into the potentials (one exp).
         omega: Over-relaxation of the last stage's scaling updates (Thibault et al. 2017), in [1, 2);
             safe here because annealing starts the last stage close to the solution.
         return_info: Also return a :class:`SolverInfo`.
@@ -100,6 +102,10 @@ def sinkhorn_torch(
     """
     check_float_tensor(cost, "cost", 3)
     check_solver_args(eps, max_iter, tol)
+    if absorb_every < 1 or check_every < 1 or stage_iters < 0:
+        raise ValueError(
+            f"absorb_every and check_every must be >= 1 and stage_iters >= 0, got {absorb_every}, {check_every}, {stage_iters}"
+        )
     if not 1 <= omega < 2:
         raise ValueError(f"omega (over-relaxation) must be in [1, 2), got {omega}")
     dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
@@ -119,23 +125,30 @@ def sinkhorn_torch(
             # Re-anchor in the log domain: rows then columns of exp((f+g-C)/eps_k) sum exactly to a, b.
             f, g = _log_update(cost, f, g, eps_k, log_a, log_b)
             n_iter += 1
-            kernel = torch.exp((f.unsqueeze(2) + g.unsqueeze(1) - cost) / eps_k)
-            # Scalings as row vectors: (1, m) @ (m, n) batched is the fastest mat-vec form on CPU.
-            kernel_t = kernel.transpose(1, 2).contiguous()
-            u = cost.new_ones(B, 1, n)
-            v = cost.new_ones(B, 1, m)
             relax = omega if last else 1.0
             budget = max_iter - n_iter if last else min(stage_iters, max_iter - n_iter - (len(schedule) - stage - 1))
-            for it in range(max(0, budget)):
-                u_new = a / torch.bmm(v, kernel_t).clamp_min(tiny)
-                u = u_new if relax == 1.0 else u * (u_new / u) ** relax
-                v_new = b / torch.bmm(u, kernel).clamp_min(tiny)
-                v = v_new if relax == 1.0 else v * (v_new / v) ** relax
-                n_iter += 1
-                if last and not sync_free and (it + 1) % check_every == 0 and _scaling_error(kernel, kernel_t, u, v, a, b) < tol:
-                    break
-            f = f + eps_k * torch.log(u.squeeze(1))
-            g = g + eps_k * torch.log(v.squeeze(1))
+            done, converged = 0, False
+            while done < budget and not converged:
+                # Absorb the scalings into the potentials every `absorb_every` iterations, so that u and
+                # v stay near 1 and neither over- nor underflows in long stages.
+                kernel = torch.exp((f.unsqueeze(2) + g.unsqueeze(1) - cost) / eps_k)
+                # Scalings as row vectors: (1, m) @ (m, n) batched is the fastest mat-vec form on CPU.
+                kernel_t = kernel.transpose(1, 2).contiguous()
+                u = cost.new_ones(B, 1, n)
+                v = cost.new_ones(B, 1, m)
+                for _ in range(min(absorb_every, budget - done)):
+                    u_new = a / torch.bmm(v, kernel_t).clamp_min(tiny)
+                    u = u_new if relax == 1.0 else u * (u_new / u) ** relax
+                    v_new = b / torch.bmm(u, kernel).clamp_min(tiny)
+                    v = v_new if relax == 1.0 else v * (v_new / v) ** relax
+                    done += 1
+                    if last and not sync_free and done % check_every == 0:
+                        converged = bool(_scaling_error(kernel, kernel_t, u, v, a, b) < tol)
+                        if converged:
+                            break
+                f = f + eps_k * torch.log(u.squeeze(1))
+                g = g + eps_k * torch.log(v.squeeze(1))
+            n_iter += done
         plan = torch.exp((f.unsqueeze(2) + g.unsqueeze(1) - cost) / schedule[-1])
         if not return_info:
             return plan
