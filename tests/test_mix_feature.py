@@ -301,13 +301,14 @@ def test_odd_batches_keep_the_middle_sample(convnext: nn.Module, method: str, ba
         mix.remove()
 
 
-def test_channels_last_and_bf16_autocast(resnet: nn.Module) -> None:
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_channels_last_and_autocast(resnet: nn.Module, dtype: torch.dtype) -> None:
     x, y = _batch()
     model = resnet.to(memory_format=torch.channels_last)
     x = x.to(memory_format=torch.channels_last)
     mix = create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES, input_prob=0.0, direction="to_b", **TIGHT)
     try:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
             with capture(model.layer4) as plain:
                 model(x)
             np.random.seed(0)
@@ -315,7 +316,7 @@ def test_channels_last_and_bf16_autocast(resnet: nn.Module) -> None:
             with capture(model.layer4) as mixed:
                 out = model(x)
         f, m = plain[0], mixed[0]
-        assert f.dtype == m.dtype == torch.bfloat16
+        assert f.dtype == m.dtype == dtype
         assert m.is_contiguous(memory_format=torch.channels_last) == f.is_contiguous(memory_format=torch.channels_last)
         expected = _hand_align(f.float(), _lam(mix, x), "to_b")
         torch.testing.assert_close(m.float(), expected, rtol=0.05, atol=0.05)
@@ -522,5 +523,31 @@ def test_deepcopy_of_the_model_is_not_mixed(convnext: nn.Module) -> None:
             assert mix.hooks.armed == "stages.2"
             convnext(x)
             assert mix.hooks.num_fired == 1
+    finally:
+        mix.remove()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_channels_last_training_step() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=NUM_CLASSES).cuda()
+    model = model.to(memory_format=torch.channels_last).train()
+    x = torch.randn(8, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, NUM_CLASSES, (8,), device="cuda")
+    mix = create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES, input_prob=0.0)
+    try:
+        with capture(model.layer4) as plain, torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            model(x)
+        np.random.seed(0)
+        x_in, target = mix(x, y)
+        assert target.device == x.device
+        with capture(model.layer4) as mixed, torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = SoftTargetCrossEntropy()(model(x_in), target)
+        loss.backward()
+        m = mixed[0]
+        assert m.dtype == torch.bfloat16 and m.is_contiguous(memory_format=torch.channels_last)
+        expected = _hand_align(plain[0].float(), _lam(mix, x).cuda(), mix.last_direction)
+        torch.testing.assert_close(m.float(), expected, rtol=0.05, atol=0.05)
     finally:
         mix.remove()
