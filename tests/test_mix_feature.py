@@ -551,3 +551,25 @@ def test_cuda_bf16_channels_last_training_step() -> None:
         torch.testing.assert_close(m.float(), expected, rtol=0.05, atol=0.05)
     finally:
         mix.remove()
+
+
+@pytest.mark.parametrize("name", ["mixup", "cutmix", "mixup_cutmix", "manifold", "alignmixup"])
+def test_timm_train_py_mixup_args(resnet: nn.Module, name: str) -> None:
+    # The dict timm's train.py builds from its flags (--mixup 2.0 --cutmix 0 for the feature methods).
+    feature = name in ("manifold", "alignmixup")
+    mixup_args = dict(
+        mixup_alpha=2.0 if feature else 0.8, cutmix_alpha=0.0 if feature else 1.0, cutmix_minmax=None, prob=1.0,
+        switch_prob=0.5, mode="batch", label_smoothing=0.1, num_classes=NUM_CLASSES,
+    )
+    mix = create_mixup(name, model=resnet, **mixup_args)
+    x, y = _batch()
+    np.random.seed(0)
+    x_in, target = mix(x.clone(), y)
+    with torch.no_grad():
+        resnet(x_in)
+    assert target.shape == (4, NUM_CLASSES)
+    mix.mixup_enabled = False  # what train.py does at --mixup-off-epoch
+    _, target = mix(x.clone(), y)
+    torch.testing.assert_close(target.max(1).values, torch.full((4,), 0.9 + 0.1 / NUM_CLASSES))
+    if hasattr(mix, "remove"):
+        mix.remove()
