@@ -173,6 +173,8 @@ class FfcvLoader(LoaderBase):
             if self._gpu_norm is not None:
                 mean, std = self._gpu_norm
                 images = (images.float() - mean) / std  # a new tensor: no copy needed
-            elif self.copy:
+            elif self.copy and self.channels_last:
+                # ffcv's output is channels-last already, so the base class would not copy it; without
+                # channels_last its conversion to NCHW is the copy.
                 images = images.clone(memory_format=torch.preserve_format)
             yield images, labels.clone() if self.copy else labels

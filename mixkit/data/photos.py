@@ -7,6 +7,7 @@ flipped and saved as JPEG at a random quality. Nothing is downloaded.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,8 @@ def build_photo_folder(
 ) -> Path:
     """Writes ``num_files`` JPEGs to ``root/<photo>/<i>.jpg`` (classes in turn), unless already there.
 
+    A ``root/.complete`` stamp records the settings; a folder built with other settings is rebuilt.
+
     Args:
         root: Output ImageFolder root.
         num_files: Number of files in all.
@@ -86,7 +89,9 @@ def build_photo_folder(
     photos = load_photos(classes)
     rng = np.random.default_rng(seed)
     for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
+        if (root / c).exists():  # built with other settings: start afresh, so no stale file remains
+            shutil.rmtree(root / c)
+        (root / c).mkdir(parents=True)
     for i in range(num_files):
         name = classes[i % len(classes)]
         src = photos[name]

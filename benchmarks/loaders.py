@@ -1,0 +1,179 @@
+"""Loader throughput (images/s) of the 'torch', 'ffcv' and 'dali' backends of mixkit.data.
+
+Every backend runs the same training augmentation (RandomResizedCrop to --img-size with scale
+(0.08, 1) and ratio (3/4, 4/3), horizontal flip, ImageNet normalisation) and delivers float NCHW
+batches on the target device, on the same ImageFolder of real photos at ImageNet-like resolution:
+--num-files JPEGs cut from the photos that ship with scikit-image and scikit-learn (random crops of
+350-640 px, JPEG quality 75-95; built offline once under --data). ffcv reads a .beton written from
+that folder with `mixkit convert`'s defaults (FFCV's ImageNet setup: longer side <= 512, half the
+images stored raw, the rest JPEG quality 90); the conversion time is reported, not counted.
+
+Protocol: each backend is built (setup time reported: validation, .beton checks, compilation), runs
+--warmup epochs (ffcv compiles its pipeline with numba in its first epoch), then --epochs timed epochs
+one after the other; images/s = images delivered / wall time of the timed epochs, the best epoch is
+kept too (the machine may be shared). CUDA runs synchronise before the clock stops.
+
+Writes benchmarks/results/loaders-<device>.json and .png and prints a table. Only measured numbers are
+reported, with the machine they were measured on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from mixkit.data import build_photo_folder, create_loader
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results"
+BACKENDS = ("torch", "ffcv", "dali")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+    for name, dist in (("ffcv", "ffcv"), ("dali", "nvidia-dali-cuda130")):
+        try:
+            info[name] = version(dist)
+        except PackageNotFoundError:
+            info[name] = None
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def source_for(backend: str, folder: Path, beton: Path) -> Path:
+    return beton if backend == "ffcv" else folder
+
+
+def bench_backend(backend: str, source: Path, args: argparse.Namespace, device: torch.device) -> dict:
+    t0 = time.perf_counter()
+    loader = create_loader(backend, source, batch_size=args.batch_size, is_training=True,
+                           img_size=args.img_size, num_workers=args.num_workers, device=device,
+                           channels_last=args.channels_last, seed=0)
+    setup_s = time.perf_counter() - t0
+    epochs = []
+    for e in range(args.warmup + args.epochs):
+        timed = e >= args.warmup
+        n = 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        desc = f"{backend} {'epoch' if timed else 'warm-up'} {e - args.warmup if timed else e}"
+        for _images, labels in tqdm(loader, desc=desc, leave=False, total=len(loader)):
+            n += labels.shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - start
+        if timed:
+            epochs.append({"images": n, "seconds": elapsed})
+        else:
+            first_epoch_s = elapsed
+    images = sum(ep["images"] for ep in epochs)
+    seconds = sum(ep["seconds"] for ep in epochs)
+    del loader
+    return {"backend": backend, "images_per_s": images / seconds,
+            "best_epoch_images_per_s": max(ep["images"] / ep["seconds"] for ep in epochs),
+            "median_epoch_s": statistics.median(ep["seconds"] for ep in epochs),
+            "setup_s": setup_s, "warmup_epoch_s": first_epoch_s if args.warmup else None, "epochs": epochs}
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    names = [r["backend"] for r in rows]
+    values = [r["images_per_s"] for r in rows]
+    bars = ax.bar(names, values, color=["#888888", "#1f77b4", "#76b900"][: len(rows)])
+    for bar, v in zip(bars, values, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom")
+    ax.set_ylabel("training images / s")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylim(0, max(values) * 1.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+                        help="backends to measure")
+    parser.add_argument("--device", default="auto",
+                        help="'cpu', 'cuda' or 'auto' (every device present: cpu, and cuda when available)")
+    parser.add_argument("--data", type=Path, default=ROOT / ".cache" / "loaders",
+                        help="where the photo ImageFolder and its .beton are built (reused when present)")
+    parser.add_argument("--num-files", type=int, default=1200, help="JPEG files in the ImageFolder")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    parser.add_argument("--img-size", type=int, default=224, help="output crop side in pixels")
+    parser.add_argument("--num-workers", type=int, default=2,
+                        help="worker processes (torch) or threads (ffcv, dali)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first (ffcv compiles in its first)")
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per backend")
+    parser.add_argument("--channels-last", action="store_true", help="deliver channels-last batches")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and PNG")
+    args = parser.parse_args()
+
+    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else \
+        ["cpu"] if args.device == "auto" else [args.device]
+    folder = build_photo_folder(args.data / "photos", num_files=args.num_files)
+    beton = args.data / "photos.beton"
+    convert_s = None
+    if "ffcv" in args.backends:
+        from mixkit.data import write_beton
+        t0 = time.perf_counter()
+        write_beton(folder, beton, num_workers=args.num_workers)
+        convert_s = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for dev in devices:
+        device = torch.device(dev)
+        rows = [bench_backend(b, source_for(b, folder, beton), args, device) for b in args.backends]
+        base = next((r["images_per_s"] for r in rows if r["backend"] == "torch"), None)
+        for r in rows:
+            r["speedup_vs_torch"] = r["images_per_s"] / base if base else None
+        info = machine(device)
+        result = {"device": dev, "machine": info, "num_files": args.num_files, "batch_size": args.batch_size,
+                  "img_size": args.img_size, "num_workers": args.num_workers, "warmup": args.warmup,
+                  "epochs": args.epochs, "channels_last": args.channels_last,
+                  "beton_convert_s": convert_s, "rows": rows}
+        json_path = args.out / f"loaders-{dev}.json"
+        json_path.write_text(json.dumps(result, indent=1))
+        where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores"
+        plot(rows, args.out / f"loaders-{dev}.png",
+             f"{args.num_files} photos, RRC {args.img_size} + flip, batch {args.batch_size}, "
+             f"{args.num_workers} workers\n{dev}: {where}")
+        print(f"\n{dev} ({where}); {args.num_files} JPEGs, batch {args.batch_size}, {args.img_size} px, "
+              f"{args.num_workers} workers")
+        print("| backend | images/s | best epoch images/s | vs torch | setup s | warm-up epoch s |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            speed = f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "-"
+            print(f"| {r['backend']} | {r['images_per_s']:.0f} | {r['best_epoch_images_per_s']:.0f} | {speed} | "
+                  f"{r['setup_s']:.1f} | {r['warmup_epoch_s']:.1f} |")
+        print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
