@@ -8,10 +8,12 @@ batches on the target device, on the same ImageFolder of real photos at ImageNet
 that folder with `mixkit convert`'s defaults (FFCV's ImageNet setup: longer side <= 512, half the
 images stored raw, the rest JPEG quality 90); the conversion time is reported, not counted.
 
-Protocol: each backend is built (setup time reported: validation, .beton checks, compilation), runs
---warmup epochs (ffcv compiles its pipeline with numba in its first epoch), then --epochs timed epochs
-one after the other; images/s = images delivered / wall time of the timed epochs, the best epoch is
-kept too (the machine may be shared). CUDA runs synchronise before the clock stops.
+Protocol: each backend is built (setup time reported: validation, .beton checks, compilation) and runs
+--warmup epochs (ffcv compiles its pipeline with numba in its first epoch). Then --rounds rounds run
+every backend in turn: one untimed epoch (it consumes what the loader prefetched while the others ran)
+and --epochs timed epochs. images/s = images delivered / wall time of all timed epochs; the best epoch
+is kept too, and the load average before and after, since the machine may be shared. CUDA runs
+synchronise before the clock stops.
 
 Writes benchmarks/results/loaders-<device>.json and .png and prints a table. Only measured numbers are
 reported, with the machine they were measured on.
@@ -66,36 +68,48 @@ def source_for(backend: str, folder: Path, beton: Path) -> Path:
     return beton if backend == "ffcv" else folder
 
 
-def bench_backend(backend: str, source: Path, args: argparse.Namespace, device: torch.device) -> dict:
-    t0 = time.perf_counter()
-    loader = create_loader(backend, source, batch_size=args.batch_size, is_training=True,
-                           img_size=args.img_size, num_workers=args.num_workers, device=device,
-                           channels_last=args.channels_last, seed=0)
-    setup_s = time.perf_counter() - t0
-    epochs = []
-    for e in range(args.warmup + args.epochs):
-        timed = e >= args.warmup
-        n = 0
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        desc = f"{backend} {'epoch' if timed else 'warm-up'} {e - args.warmup if timed else e}"
-        for _images, labels in tqdm(loader, desc=desc, leave=False, total=len(loader)):
-            n += labels.shape[0]
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - start
-        if timed:
-            epochs.append({"images": n, "seconds": elapsed})
-        else:
-            first_epoch_s = elapsed
-    images = sum(ep["images"] for ep in epochs)
-    seconds = sum(ep["seconds"] for ep in epochs)
-    del loader
-    return {"backend": backend, "images_per_s": images / seconds,
-            "best_epoch_images_per_s": max(ep["images"] / ep["seconds"] for ep in epochs),
-            "median_epoch_s": statistics.median(ep["seconds"] for ep in epochs),
-            "setup_s": setup_s, "warmup_epoch_s": first_epoch_s if args.warmup else None, "epochs": epochs}
+def run_epoch(loader, device: torch.device, desc: str) -> dict[str, float]:
+    """One epoch: images delivered and wall time (CUDA synchronised at both ends)."""
+    n = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _images, labels in tqdm(loader, desc=desc, leave=False, total=len(loader)):
+        n += labels.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return {"images": n, "seconds": time.perf_counter() - start}
+
+
+def bench(backends: list[str], sources: dict[str, Path], args: argparse.Namespace,
+          device: torch.device) -> list[dict]:
+    """Builds every loader, warms each up, then runs ``rounds`` rounds of blocks, one block per backend.
+
+    A block is one untimed epoch followed by ``epochs`` timed ones: the untimed epoch consumes what a
+    loader prefetched while the others ran (DALI keeps preparing batches between epochs), so the timed
+    epochs measure steady-state streaming. Rounds interleave the backends, so that a load spike on a
+    shared machine does not land on one backend only.
+    """
+    loaders, rows = {}, {}
+    for b in backends:
+        t0 = time.perf_counter()
+        loaders[b] = create_loader(b, sources[b], batch_size=args.batch_size, is_training=True,
+                                   img_size=args.img_size, num_workers=args.num_workers, device=device,
+                                   channels_last=args.channels_last, seed=0)
+        setup_s = time.perf_counter() - t0
+        warm = [run_epoch(loaders[b], device, f"{b} warm-up") for _ in range(args.warmup)]
+        rows[b] = {"backend": b, "setup_s": setup_s, "warmup_epoch_s": warm[0]["seconds"] if warm else None,
+                   "epochs": []}
+    for r in range(args.rounds):
+        for b in backends:
+            run_epoch(loaders[b], device, f"{b} round {r} settle")
+            rows[b]["epochs"] += [run_epoch(loaders[b], device, f"{b} round {r}") for _ in range(args.epochs)]
+    for row in rows.values():
+        eps = row["epochs"]
+        row["images_per_s"] = sum(e["images"] for e in eps) / sum(e["seconds"] for e in eps)
+        row["best_epoch_images_per_s"] = max(e["images"] / e["seconds"] for e in eps)
+        row["median_epoch_s"] = statistics.median(e["seconds"] for e in eps)
+    return [rows[b] for b in backends]
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -124,14 +138,17 @@ def main() -> None:
     parser.add_argument("--device", default="auto",
                         help="'cpu', 'cuda' or 'auto' (every device present: cpu, and cuda when available)")
     parser.add_argument("--data", type=Path, default=ROOT / ".cache" / "loaders",
-                        help="where the photo ImageFolder and its .beton are built (reused when present)")
+                        help="where the photo ImageFolder (reused when built with the same settings) and its .beton "
+                             "(rewritten every run, to time the conversion) are built")
     parser.add_argument("--num-files", type=int, default=1200, help="JPEG files in the ImageFolder")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--img-size", type=int, default=224, help="output crop side in pixels")
     parser.add_argument("--num-workers", type=int, default=2,
                         help="worker processes (torch) or threads (ffcv, dali)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first (ffcv compiles in its first)")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per backend")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per backend and round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each runs every backend in turn (an untimed settle epoch, then --epochs)")
     parser.add_argument("--channels-last", action="store_true", help="deliver channels-last batches")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and PNG")
     args = parser.parse_args()
@@ -149,7 +166,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for dev in devices:
         device = torch.device(dev)
-        rows = [bench_backend(b, source_for(b, folder, beton), args, device) for b in args.backends]
+        load_before = os.getloadavg()
+        rows = bench(args.backends, {b: source_for(b, folder, beton) for b in args.backends}, args, device)
+        load_after = os.getloadavg()
         base = next((r["images_per_s"] for r in rows if r["backend"] == "torch"), None)
         for r in rows:
             r["speedup_vs_torch"] = r["images_per_s"] / base if base else None
@@ -157,7 +176,8 @@ def main() -> None:
         result = {"device": dev, "machine": info, "num_files": args.num_files, "batch_size": args.batch_size,
                   "img_size": args.img_size, "num_workers": args.num_workers, "warmup": args.warmup,
                   "epochs": args.epochs, "channels_last": args.channels_last,
-                  "beton_convert_s": convert_s, "rows": rows}
+                  "rounds": args.rounds, "beton_convert_s": convert_s,
+                  "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": load_after, "rows": rows}
         json_path = args.out / f"loaders-{dev}.json"
         json_path.write_text(json.dumps(result, indent=1))
         where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores"
@@ -165,7 +185,7 @@ def main() -> None:
              f"{args.num_files} photos, RRC {args.img_size} + flip, batch {args.batch_size}, "
              f"{args.num_workers} workers\n{dev}: {where}")
         print(f"\n{dev} ({where}); {args.num_files} JPEGs, batch {args.batch_size}, {args.img_size} px, "
-              f"{args.num_workers} workers")
+              f"{args.num_workers} workers; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
         print("| backend | images/s | best epoch images/s | vs torch | setup s | warm-up epoch s |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in rows:
