@@ -168,3 +168,19 @@ def test_convert_cli_bad_input(bad_folder, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wrote 8 samples of 2 classes" in out and "skipped 3 bad file" in out
 
+
+
+def test_missing_backend_package_is_named(bad_folder, monkeypatch):
+    from mixkit.data import factory
+
+    monkeypatch.setitem(factory._BACKENDS, "fake", "mixkit_no_such_module:Loader")
+    with pytest.raises(ImportError, match="loader backend 'fake' needs a package that is missing"):
+        create_loader("fake", bad_folder[0].root, batch_size=2, is_training=False)
+
+
+def test_import_does_not_load_optional_backends():
+    import subprocess
+    import sys
+
+    code = "import sys, mixkit, mixkit.data; assert 'ffcv' not in sys.modules and 'nvidia.dali' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

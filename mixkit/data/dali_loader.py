@@ -1,7 +1,8 @@
 """The 'dali' backend: an NVIDIA DALI pipeline on an ImageFolder or on webdataset tar shards.
 
 With CUDA the JPEGs are decoded by the 'mixed' (GPU) decoder and resized/normalised on the GPU; without
-it the same graph runs on CPU operators (``device_id=None``). DALI is imported lazily.
+it the same graph runs on CPU operators (``device_id=None``). This module imports DALI;
+``create_loader`` imports the module only when the backend is asked for.
 
 Sharding uses the reader's own ``shard_id``/``num_shards`` with ``stick_to_shard=True`` (a fixed shard per
 rank) and ``pad_last_batch=True``; the iterator knows the shard from ``reader_name`` and, with
@@ -16,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .base import LoaderBase
@@ -111,9 +114,6 @@ class DaliLoader(LoaderBase):
             prefetch_queue_depth: int = 2,
             initial_fill: int = 1024,
     ) -> None:
-        from nvidia.dali import fn, pipeline_def, types
-        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
-
         tars = find_tar_shards(source)
         reader_args = dict(shard_id=rank, num_shards=world_size, stick_to_shard=True, pad_last_batch=True,
                            random_shuffle=is_training, initial_fill=initial_fill, name="Reader")

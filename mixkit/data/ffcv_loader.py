@@ -1,6 +1,7 @@
 """The 'ffcv' backend: FFCV's Loader on a .beton written by ``mixkit convert``.
 
-ffcv is imported lazily, so that mixkit works without it.
+This module imports ffcv; ``create_loader`` imports the module only when the backend is asked for, so
+that mixkit works without ffcv.
 """
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from ffcv.fields import IntField, RGBImageField
+from ffcv.fields.basics import IntDecoder
+from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+from ffcv.loader import Loader, OrderOption
+from ffcv.reader import Reader
+from ffcv.transforms import (
+    NormalizeImage,
+    RandomHorizontalFlip,
+    Squeeze,
+    ToDevice,
+    ToTensor,
+    ToTorchImage,
+)
 
 from .base import LoaderBase
 from .convert import BETON_FIELDS, read_sidecar
@@ -27,9 +41,6 @@ def check_beton(path: str | os.PathLike) -> int:
         FileNotFoundError: No such file, or a directory (an ImageFolder needs converting first).
         ValueError: Not a .beton, or one with other fields.
     """
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.reader import Reader
-
     path = Path(path)
     if path.is_dir():
         raise FileNotFoundError(f"{str(path)!r} is a directory; the ffcv backend reads a .beton: convert the "
@@ -112,18 +123,6 @@ class FfcvLoader(LoaderBase):
             batches_ahead: int = 3,
             copy: bool = True,
     ) -> None:
-        from ffcv.fields.basics import IntDecoder
-        from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
-        from ffcv.loader import Loader, OrderOption
-        from ffcv.transforms import (
-            NormalizeImage,
-            RandomHorizontalFlip,
-            Squeeze,
-            ToDevice,
-            ToTensor,
-            ToTorchImage,
-        )
-
         num_samples = check_beton(path)
         meta = read_sidecar(path) or {}
         super().__init__(batch_size=batch_size, is_training=is_training, device=device,
