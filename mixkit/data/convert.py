@@ -4,7 +4,8 @@ The .beton is written by FFCV's own DatasetWriter with an ``image`` RGBImageFiel
 IntField; a ``<out>.json`` sidecar records the class names and the bad files skipped, so that a loader
 can report them. The tar shards hold ``<key>.<ext>`` (the original image bytes), ``<key>.cls`` (the label
 as ASCII, the webdataset convention) and ``<key>.label`` (the label as little-endian int64, which DALI's
-webdataset reader turns into a tensor without parsing text).
+webdataset reader turns into a tensor without parsing text), plus a DALI index ``<shard>.idx`` per shard
+when DALI is installed.
 """
 from __future__ import annotations
 
@@ -130,6 +131,22 @@ def write_beton(
     return ConvertResult(paths=[out], index=index)
 
 
+def dali_index_path(tar: str | os.PathLike) -> Path:
+    """The DALI index file written next to a tar shard."""
+    return Path(tar).with_suffix(".idx")
+
+
+def _write_dali_index(tar: Path) -> None:
+    # DALI's webdataset reader would otherwise scan every tar at start-up; its own wds2idx tool (shipped
+    # in the nvidia-dali wheel) writes the index. Without DALI installed there is no reader to serve.
+    try:
+        from wds2idx import IndexCreator
+    except ImportError:
+        return
+    with IndexCreator(str(tar), str(dali_index_path(tar)), verbose=False) as creator:
+        creator.create_index()
+
+
 def write_webdataset(
         root: str | os.PathLike,
         out_dir: str | os.PathLike,
@@ -175,6 +192,7 @@ def write_webdataset(
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
         paths.append(path)
+        _write_dali_index(path)
     (out_dir / f"{prefix}.json").write_text(json.dumps({
         "root": str(index.root), "classes": index.classes, "num_samples": len(index),
         "skipped": [list(s) for s in index.skipped], "shards": [p.name for p in paths],

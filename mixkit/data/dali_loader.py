@@ -22,6 +22,7 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .base import LoaderBase
+from .convert import dali_index_path
 from .imagefolder import scan_image_folder
 from .sharding import shard_bounds, shard_indices
 
@@ -134,6 +135,10 @@ class DaliLoader(LoaderBase):
             meta = json.loads(meta_files[0].read_text()) if meta_files else {}
             classes, skipped = meta.get("classes"), [tuple(s) for s in meta.get("skipped", [])]
             num_samples = None
+            # Index files from `mixkit convert --format wds` when all exist; else DALI scans the tars.
+            index_paths = [str(dali_index_path(p)) for p in tars]
+            if not all(Path(p).is_file() for p in index_paths):
+                index_paths = []
         super().__init__(batch_size=batch_size, is_training=is_training, device=device,
                          channels_last=channels_last, drop_last=drop_last, rank=rank, world_size=world_size,
                          classes=classes, skipped=skipped)
@@ -153,8 +158,8 @@ class DaliLoader(LoaderBase):
             else:
                 exts = ";".join(e.lstrip(".") for e in IMG_EXTENSIONS)
                 encoded, label = fn.readers.webdataset(
-                    paths=[str(p) for p in tars], ext=[exts, "label"], dtypes=[types.UINT8, types.INT64],
-                    missing_component_behavior="error", **reader_args)
+                    paths=[str(p) for p in tars], index_paths=index_paths, ext=[exts, "label"],
+                    dtypes=[types.UINT8, types.INT64], missing_component_behavior="error", **reader_args)
             if is_training:
                 images = fn.decoders.image_random_crop(encoded, device=decoder_device, output_type=types.RGB,
                                                        random_area=list(scale), random_aspect_ratio=list(ratio),
