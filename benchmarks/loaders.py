@@ -183,7 +183,7 @@ def main() -> None:
         where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores"
         plot(rows, args.out / f"loaders-{dev}.png",
              f"{args.num_files} photos, RRC {args.img_size} + flip, batch {args.batch_size}, "
-             f"{args.num_workers} workers\n{dev}: {where}")
+             f"{args.num_workers} workers\n{dev}: {where}; load average {load_before[0]:.1f}-{load_after[0]:.1f}")
         print(f"\n{dev} ({where}); {args.num_files} JPEGs, batch {args.batch_size}, {args.img_size} px, "
               f"{args.num_workers} workers; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
         print("| backend | images/s | best epoch images/s | vs torch | setup s | warm-up epoch s |")
