@@ -24,7 +24,7 @@ from ._checks import check_float_tensor, check_solver_args
 from .metrics import marginal_error
 
 DEFAULT_EPS = 0.05
-DEFAULT_MAX_ITER = 500
+DEFAULT_MAX_ITER = 1000
 DEFAULT_TOL = 1e-3
 DEFAULT_OMEGA = 1.5
 
