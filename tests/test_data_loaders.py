@@ -7,7 +7,7 @@ import pytest
 import torch
 from data_fixtures import identify, make_colour_folder, run_epoch
 
-from mixkit.data import build_photo_folder, create_loader, scan_image_folder
+from mixkit.data import build_photo_folder, create_loader, scan_image_folder, shard_indices
 
 # numba's finaliser raises a harmless KeyError at garbage collection after ffcv's compiled pipelines.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -151,3 +151,21 @@ def test_cuda_output(backend, sources, colour):
     ids, labels, meta = run_epoch(loader)
     assert Counter(ids) == Counter(colour.colour_of.values())
     assert all(m[4].type == "cuda" for m in meta)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ffcv", "dali"])
+def test_backends_share_one_partition(backend, sources, colour):
+    """Training shards hold mixkit's seeded partition: the same samples for torch and ffcv. DALI's file
+    reader with random_shuffle permutes the list again with its own fixed seed before cutting shards, so
+    its shards differ, but they are disjoint, of equal size, and hold exactly the samples kept."""
+    seen, expected = [], []
+    for rank in range(2):
+        loader = make(sources, backend, is_training=True, drop_last=False, rank=rank, world_size=2, seed=7)
+        shard = shard_indices(N, rank=rank, world_size=2, seed=7, equal_size=True)
+        expected.append(sorted(colour.colour_of[colour.files[i]] for i in shard))
+        seen.append(sorted(run_epoch(loader)[0]))
+    if backend == "dali":
+        assert not set(seen[0]) & set(seen[1]) and len(seen[0]) == len(seen[1])
+        assert sorted(seen[0] + seen[1]) == sorted(expected[0] + expected[1])
+    else:
+        assert seen == expected

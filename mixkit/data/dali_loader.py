@@ -7,7 +7,10 @@ it the same graph runs on CPU operators (``device_id=None``). This module import
 Sharding uses the reader's own ``shard_id``/``num_shards`` with ``stick_to_shard=True`` (a fixed shard per
 rank) and ``pad_last_batch=True``; the iterator knows the shard from ``reader_name`` and, with
 ``LastBatchPolicy.PARTIAL`` in evaluation, trims the padding, so every sample is seen exactly once across
-ranks. Training uses ``LastBatchPolicy.DROP`` (never DALI's default FILL, which repeats samples).
+ranks. Training uses ``LastBatchPolicy.DROP`` (never DALI's default FILL, which repeats samples); there
+the file reader's ``random_shuffle`` also permutes the list once with DALI's fixed internal seed before
+cutting shards, so DALI's training shards are a different partition than torch's and ffcv's: still the
+same on every rank, disjoint, of equal size, and fixed across epochs.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from .base import LoaderBase
 from .convert import dali_index_path
 from .imagefolder import scan_image_folder
-from .sharding import shard_bounds, shard_indices
+from .sharding import sample_order, shard_bounds
 
 __all__ = ["DaliLoader", "find_tar_shards"]
 
@@ -123,10 +126,8 @@ class DaliLoader(LoaderBase):
             classes, skipped = index.classes, index.skipped
             # Pass the file list in the order of the shared partition (a seeded permutation cut to equal
             # shards for training), so that DALI's contiguous shards are exactly mixkit's shards.
-            order = shard_indices(len(index), rank=0, world_size=1, seed=seed if is_training else None,
-                                  equal_size=False)
-            if is_training:
-                order = order[: world_size * (len(order) // world_size)]
+            order = sample_order(len(index), world_size=world_size, seed=seed if is_training else None,
+                                 equal_size=is_training)
             files = [index.samples[i][0] for i in order]
             labels = [index.samples[i][1] for i in order]
             num_samples = len(files)

@@ -5,7 +5,8 @@ sample order, the same bounds DALI's readers use for ``shard_id``/``num_shards``
 a seeded permutation (the same on every rank), cut to a multiple of the world size so that every rank
 yields the same number of batches (DDP would hang otherwise); each rank reshuffles its own shard every
 epoch. For evaluation the order is the natural one and nothing is cut or padded, so the shards together
-hold every sample exactly once.
+hold every sample exactly once. (DALI's file reader permutes the list once more with its own fixed seed
+when it shuffles, so its training shards differ from these; see ``mixkit.data.dali_loader``.)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["ShardSampler", "resolve_rank", "shard_bounds", "shard_indices"]
+__all__ = ["ShardSampler", "resolve_rank", "sample_order", "shard_bounds", "shard_indices"]
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -89,13 +90,21 @@ def shard_indices(
     Returns:
         int64 indices of the shard.
     """
+    order = sample_order(num_samples, world_size=world_size, seed=seed, equal_size=equal_size)
+    start, stop = shard_bounds(len(order), rank, world_size)
+    return order[start:stop]
+
+
+def sample_order(num_samples: int, *, world_size: int, seed: int | None = None,
+                 equal_size: bool = False) -> np.ndarray:
+    """The order that ``shard_indices`` cuts into shards (arguments as there); for readers such as DALI's
+    that cut the shards themselves."""
     order = np.arange(num_samples, dtype=np.int64)
     if seed is not None:
         order = np.random.default_rng(seed).permutation(order)
     if equal_size:
         order = order[: world_size * (num_samples // world_size)]
-    start, stop = shard_bounds(len(order), rank, world_size)
-    return order[start:stop]
+    return order
 
 
 class ShardSampler(Sampler[int]):
