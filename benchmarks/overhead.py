@@ -5,7 +5,9 @@ backward, optimizer step. Every method runs the same steps on the same synthetic
 interleaved round by round (in a rotating order) and every step is timed on its own.
 
 Statistic: the machine may be shared (other processes make some steps 2-10x slower in bursts), so a
-method's step time is the *minimum* over its steps, the usual estimate of the uncontended cost. The
+method's step time is the *minimum* over its steps, the usual estimate of the uncontended cost. On a
+busy CPU, `--clock thread` goes further: torch runs on one thread and each step is timed by that
+thread's CPU time, which other processes barely disturb. The
 default AlignMixup picks its branch at random per batch, so its steps are split by the branch they
 took, each branch gets its minimum, and the method's time is input_prob * input-branch time +
 (1 - input_prob) * feature-branch time. Ratios are to the no-mixing time. Medians (which contention
@@ -74,8 +76,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first (default 2)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="methods to time")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--clock", choices=["wall", "thread"], default="wall",
+        help="wall: perf_counter (default; GPU presets always use it). thread: CPU time of the main thread "
+        "with torch on one thread, which other processes on a shared machine barely disturb (cpu preset)",
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS, help="where the JSON and PNG go")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    parser.add_argument("--tag", default="", help="suffix of the result files: overhead-<preset>[-<tag>].json")
     return parser.parse_args()
 
 
@@ -147,15 +155,16 @@ def _sync(device: torch.device) -> None:
 
 
 def time_step(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y: torch.Tensor,
-              device: torch.device) -> float:
+              device: torch.device, clock: Callable[[], float] = time.perf_counter) -> float:
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     step(x, y)
     _sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def ot_breakdown(model: torch.nn.Module, x: torch.Tensor, cfg: dict[str, Any], repeats: int = 30) -> dict[str, Any]:
+def ot_breakdown(model: torch.nn.Module, x: torch.Tensor, cfg: dict[str, Any], repeats: int = 30,
+                 clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Times the OT parts of one feature-branch AlignMixup on the real last-stage feature shape."""
     device = torch.device(cfg["device"])
     amp_dtype = torch.bfloat16 if cfg["amp"] else None
@@ -174,10 +183,10 @@ def ot_breakdown(model: torch.nn.Module, x: torch.Tensor, cfg: dict[str, Any], r
         best = float("inf")
         for _ in range(repeats):
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             _sync(device)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, clock() - start)
         return best * 1e3
 
     with torch.no_grad():
@@ -218,6 +227,9 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
     if "none" not in steps:
         raise SystemExit("the 'none' method is the baseline of the ratios; keep it in --methods")
 
+    # CPU time of this thread only counts while it runs, so other processes hardly change it; with one
+    # torch thread (set in main) the whole step, backward included, runs on this thread.
+    clock = time.thread_time if args.clock == "thread" and device.type == "cpu" else time.perf_counter
     total = len(steps) * (args.warmup + args.rounds * args.steps)
     samples: dict[str, dict[str, list[float]]] = {m: {} for m in steps}  # method -> branch -> step times
     order = list(steps)
@@ -230,7 +242,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         for r in range(args.rounds):
             for method in order[r % len(order):] + order[: r % len(order)]:
                 for _ in range(args.steps):
-                    seconds = time_step(steps[method], x, y, device)
+                    seconds = time_step(steps[method], x, y, device, clock)
                     mix = steps[method].mix
                     branch = "input" if getattr(mix, "last_layer", None) == "input" else "step"
                     samples[method].setdefault(branch, []).append(seconds)
@@ -260,15 +272,19 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
             "median_step_ms": t_median * 1e3,
             "median_ratio": t_median / base_median,
             "steps_per_branch": {b: len(ts) for b, ts in samples[m].items()},
+            "branch_min_ms": {b: min(ts) * 1e3 for b, ts in samples[m].items()},
             "feature_mixes_applied": fired[m],
         }
     return {
         "preset": preset,
-        "config": {**cfg, "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup},
+        "config": {
+            **cfg, "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
+            "clock": "thread_time" if clock is time.thread_time else "perf_counter",
+        },
         "machine": {**machine(device), "loadavg_1min_before": load_before, "loadavg_1min_after": _loadavg()},
         "target_alignmixup_overhead": TARGETS[preset],
         "results": rows,
-        "ot_breakdown": ot_breakdown(model, x, cfg),
+        "ot_breakdown": ot_breakdown(model, x, cfg, clock=clock),
     }
 
 
@@ -323,6 +339,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.clock == "thread":
+        if args.threads not in (None, 1):
+            raise SystemExit("--clock thread measures one thread: drop --threads or set it to 1")
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     has_cuda = torch.cuda.is_available()
@@ -333,10 +353,10 @@ def main() -> None:
     for preset in presets:
         report = run_preset(preset, args)
         print_table(report)
-        json_path = args.out_dir / f"overhead-{preset}.json"
+        json_path = args.out_dir / f"overhead-{preset}{'-' + args.tag if args.tag else ''}.json"
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         if not args.no_plot:
-            plot(report, args.out_dir / f"overhead-{preset}.png")
+            plot(report, json_path.with_suffix(".png"))
         print(f"wrote {json_path}" + ("" if args.no_plot else f" and {json_path.with_suffix('.png')}"))
 
 
