@@ -15,11 +15,13 @@ from .torch_solver import (
     anneal_schedule,
     sinkhorn_torch,
 )
+from .triton_solver import sinkhorn_triton
 
 __all__ = [
     "COST_SCALES", "DEFAULT_EPS", "transport_plan", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "Solver", "SolverInfo", "align",
     "anneal_schedule", "barycentric_projection", "cost_scale", "effective_partners", "emd", "get_solver",
     "list_solvers", "marginal_error", "normalize_cost", "reference_cost", "register_solver",
     "relative_transport_cost", "sinkhorn_pot", "sinkhorn_reference", "sinkhorn_torch",
+    "sinkhorn_triton",
     "squared_euclidean_cost", "transport_cost",
 ]

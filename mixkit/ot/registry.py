@@ -11,6 +11,7 @@ from .cost import CostScale
 from .pot_solver import DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, sinkhorn_pot
 from .reference import REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, sinkhorn_reference
 from .torch_solver import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, sinkhorn_torch
+from .triton_solver import sinkhorn_triton
 
 SolveFn = Callable[..., torch.Tensor]
 
@@ -85,4 +86,8 @@ register_solver(Solver(
 register_solver(Solver(
     "reference", sinkhorn_reference, REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, "none",
     "the paper's published solver: raw cost, eps 0.1, at most 100 log-domain iterations",
+))
+register_solver(Solver(
+    "triton", sinkhorn_triton, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
+    "the torch solver fused in one Triton CUDA kernel, per-problem early exit (opt-in, not yet measured on a GPU)",
 ))
