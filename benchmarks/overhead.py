@@ -328,8 +328,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0.9, max(ratios + [1 + report["target_alignmixup_overhead"]]) * 1.05)
     ax.set_ylabel("step time / no mixing")
     where = mach.get("gpu", mach["cpu"])
-    ax.set_title(f"{cfg['model']} {cfg['img_size']}px b{cfg['batch_size']}{' bf16' if cfg['amp'] else ''} — {where}",
-                 fontsize=9)
+    clock = "thread CPU time, 1 thread" if cfg.get("clock") == "thread_time" else "wall clock"
+    ax.set_title(f"{cfg['model']} {cfg['img_size']}px b{cfg['batch_size']}{' bf16' if cfg['amp'] else ''} — {where}"
+                 f" ({clock}, min over steps)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
