@@ -100,3 +100,12 @@ def test_align_bad_direction_and_inputs():
 def test_align_on_cuda_matches_cpu():
     x, y = torch.randn(4, 49, 64), torch.randn(4, 49, 64)
     torch.testing.assert_close(align(x.cuda(), y.cuda()).cpu(), align(x, y), atol=1e-2, rtol=1e-2)
+
+
+def test_align_with_a_given_plan_skips_the_solver():
+    x, y = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64)
+    plan = torch.full((2, 5, 4), 1 / 20, dtype=torch.float64)  # the independent coupling: every row averages y
+    torch.testing.assert_close(align(x, y, plan=plan), y.mean(1, keepdim=True).expand(2, 5, 3))
+    torch.testing.assert_close(align(x, y, plan=plan, direction="to_y"), x.mean(1, keepdim=True).expand(2, 4, 3))
+    with pytest.raises(ValueError, match="plan must have shape"):
+        align(x, y, plan=plan.transpose(1, 2))

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ot import barycentric_projection, transport_plan
+from ..ot import align, transport_plan
 from .feature_mix import FeatureMixupBase, lam_weights, rand, randint
 from .hooks import MixFn, check_feature_output
 from .layers import INPUT, LayerSpec, default_feature_layer, unwrap_model
@@ -114,7 +114,7 @@ def align_mix_features(
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver stopping tolerance (None: the solver's default).
         plan: Precomputed (B, n, m) plans between a's and b's point sets (e.g. ``flip_pair_plans``);
-            None solves them here with ``mixkit.ot.transport_plan``.
+            None solves them here (``mixkit.ot.align``).
 
     Returns:
         The mix, with ``a``'s shape, dtype and memory format. Gradients flow into both ``a`` and ``b``;
@@ -135,20 +135,12 @@ def align_mix_features(
         )
     prefix = num_prefix_tokens if layout == "nlc" else 0
     pa, pb = feature_points(a, layout, prefix), feature_points(b, layout, prefix)
-    if plan is None:
-        with torch.no_grad():  # the plan is a constant, as in the paper; gradients flow through the projection
-            plan = transport_plan(pa.detach(), pb.detach(), solver=solver, eps=eps, max_iter=max_iter, tol=tol)
-    elif plan.shape != (pa.shape[0], pa.shape[1], pb.shape[1]):
-        raise ValueError(f"plan must have shape (B, n, m) = {(pa.shape[0], pa.shape[1], pb.shape[1])}, got {tuple(plan.shape)}")
+    # mixkit.ot.align solves the plan (detached, as in the paper) unless one is given, and projects in
+    # the plan's precision (fp32 under autocast) before returning to the features' dtype.
+    aligned = align(pa, pb, direction="to_x" if direction == "to_a" else "to_y", solver=solver, eps=eps,
+                    max_iter=max_iter, tol=tol, plan=plan)
     w = lam_weights(lam, pa)
-    # The projection runs in the plan's precision (fp32 under autocast), then returns to the features' dtype.
-    with torch.autocast(device_type=pa.device.type, enabled=False):
-        if direction == "to_a":  # b carried onto a's positions
-            aligned = barycentric_projection(plan, pb.to(plan.dtype)).to(pa.dtype)
-            mixed = pa * w + aligned * (1 - w)
-        else:  # a carried onto b's positions
-            aligned = barycentric_projection(plan.transpose(1, 2), pa.to(plan.dtype)).to(pa.dtype)
-            mixed = aligned * w + pb * (1 - w)
+    mixed = pa * w + aligned * (1 - w) if direction == "to_a" else aligned * w + pb * (1 - w)
     if prefix:
         wp = lam_weights(lam, a)
         mixed = torch.cat([a[:, :prefix] * wp + b[:, :prefix] * (1 - wp), mixed], dim=1)

@@ -71,6 +71,7 @@ def align(
     tol: float | None = None,
     cost_scale: CostScale | None = None,
     detach_plan: bool = True,
+    plan: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Align one point set to the other's coordinates by optimal transport.
 
@@ -86,6 +87,8 @@ def align(
         cost_scale: Cost scaling; None takes the solver's default.
         detach_plan: Treat the plan as a constant, as the paper does; gradients still reach both
             x and y through the projection. False differentiates through the solver's iterations.
+        plan: A precomputed (B, n, m) plan between x and y (e.g. reused from an earlier call); the
+            solver arguments are then unused.
 
     Returns:
         The aligned points in x's dtype.
@@ -93,11 +96,14 @@ def align(
     check_point_sets(x, y)
     if direction not in ("to_x", "to_y"):
         raise ValueError(f"direction must be 'to_x' or 'to_y', got {direction!r}")
-    with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_plan):
-        plan = transport_plan(
-            x.detach() if detach_plan else x, y.detach() if detach_plan else y,
-            solver=solver, eps=eps, max_iter=max_iter, tol=tol, cost_scale=cost_scale,
-        )
+    if plan is None:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_plan):
+            plan = transport_plan(
+                x.detach() if detach_plan else x, y.detach() if detach_plan else y,
+                solver=solver, eps=eps, max_iter=max_iter, tol=tol, cost_scale=cost_scale,
+            )
+    elif plan.shape != (x.shape[0], x.shape[1], y.shape[1]):
+        raise ValueError(f"plan must have shape (B, n, m) = {(x.shape[0], x.shape[1], y.shape[1])}, got {tuple(plan.shape)}")
     with torch.autocast(device_type=x.device.type, enabled=False):
         if direction == "to_x":
             out = barycentric_projection(plan, y.to(plan.dtype))
