@@ -169,3 +169,15 @@ def test_backends_share_one_partition(backend, sources, colour):
         assert sorted(seen[0] + seen[1]) == sorted(expected[0] + expected[1])
     else:
         assert seen == expected
+
+
+def test_ffcv_copy_keeps_batches(sources):
+    """copy=True batches stay valid after later batches; by default images are views into ffcv's ring."""
+    pytest.importorskip("ffcv")
+    loader = make(sources, "ffcv", is_training=False, batch_size=2, copy=True, batches_ahead=1)
+    batches = [(images, labels) for images, labels in loader]
+    ids = [identify(images) for images, _ in batches]
+    assert len({i for b in ids for i in b}) == N  # nothing overwritten: every sample still distinct
+    loader = make(sources, "ffcv", is_training=False, batch_size=2, batches_ahead=1)
+    kept = [labels for _, labels in loader]  # labels are always copied, even without copy=True
+    assert [b.tolist() for b in kept] == [labels.tolist() for _, labels in batches]
