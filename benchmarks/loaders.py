@@ -6,13 +6,21 @@ batches on the target device, on the same ImageFolder of real photos at ImageNet
 --num-files JPEGs cut from the photos that ship with scikit-image and scikit-learn (random crops of
 350-640 px, JPEG quality 75-95; built offline once under --data). ffcv reads a .beton written from
 that folder with `mixkit convert`'s defaults (FFCV's ImageNet setup: longer side <= 512, half the
-images stored raw, the rest JPEG quality 90); the conversion time is reported, not counted.
+images stored raw, the rest JPEG quality 90); the conversion time is reported, not counted. Loaders
+run with their defaults: ffcv hands out views into its ring of reused buffers (as FFCV's own Loader;
+copy=True would add a fresh-tensor copy), torch and DALI return new tensors.
+
+Both output layouts are measured (--layouts): NCHW (the contract's default; torch's transforms produce
+it in the workers, ffcv transposes in its parallel stage, DALI writes CHW) and channels-last (ffcv's
+and DALI's native HWC, no copy; torch converts in the main process).
 
 Protocol: each backend is built (setup time reported: validation, .beton checks, compilation) and runs
 --warmup epochs (ffcv compiles its pipeline with numba in its first epoch). Then --rounds rounds run
 every backend in turn: one untimed epoch (it consumes what the loader prefetched while the others ran)
-and --epochs timed epochs. images/s = images delivered / wall time of all timed epochs; the best epoch
-is kept too, and the load average before and after, since the machine may be shared. CUDA runs
+and --epochs timed epochs. images/s = images delivered / wall time of all timed epochs. On a shared
+machine other jobs slow some epochs down (thread-parallel loaders such as ffcv's more than torch's
+independent worker processes), so the best epoch is reported too, as the estimate of the uncontended
+rate (the statistic of benchmarks/overhead.py), with the load average before and after. CUDA runs
 synchronise before the clock stops.
 
 Writes benchmarks/results/loaders-<device>.json and .png and prints a table. Only measured numbers are
@@ -82,7 +90,7 @@ def run_epoch(loader, device: torch.device, desc: str) -> dict[str, float]:
 
 
 def bench(backends: list[str], sources: dict[str, Path], args: argparse.Namespace,
-          device: torch.device) -> list[dict]:
+          device: torch.device, channels_last: bool) -> list[dict]:
     """Builds every loader, warms each up, then runs ``rounds`` rounds of blocks, one block per backend.
 
     A block is one untimed epoch followed by ``epochs`` timed ones: the untimed epoch consumes what a
@@ -95,14 +103,14 @@ def bench(backends: list[str], sources: dict[str, Path], args: argparse.Namespac
         t0 = time.perf_counter()
         loaders[b] = create_loader(b, sources[b], batch_size=args.batch_size, is_training=True,
                                    img_size=args.img_size, num_workers=args.num_workers, device=device,
-                                   channels_last=args.channels_last, seed=0)
+                                   channels_last=channels_last, seed=0)
         setup_s = time.perf_counter() - t0
         warm = [run_epoch(loaders[b], device, f"{b} warm-up") for _ in range(args.warmup)]
-        rows[b] = {"backend": b, "setup_s": setup_s, "warmup_epoch_s": warm[0]["seconds"] if warm else None,
-                   "epochs": []}
+        rows[b] = {"backend": b, "layout": "channels_last" if channels_last else "nchw", "setup_s": setup_s,
+                   "warmup_epoch_s": warm[0]["seconds"] if warm else None, "epochs": []}
     for r in range(args.rounds):
         for b in backends:
-            run_epoch(loaders[b], device, f"{b} round {r} settle")
+            run_epoch(loaders[b], device, f"{b} round {r} settle")  # untimed
             rows[b]["epochs"] += [run_epoch(loaders[b], device, f"{b} round {r}") for _ in range(args.epochs)]
     for row in rows.values():
         eps = row["epochs"]
@@ -116,16 +124,25 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    names = [r["backend"] for r in rows]
-    values = [r["images_per_s"] for r in rows]
-    bars = ax.bar(names, values, color=["#888888", "#1f77b4", "#76b900"][: len(rows)])
-    for bar, v in zip(bars, values, strict=True):
-        ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom")
+    layouts = list(dict.fromkeys(r["layout"] for r in rows))
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    colours = {"torch": "#888888", "ffcv": "#1f77b4", "dali": "#76b900"}
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / len(backends)
+    x = np.arange(len(layouts))
+    for k, b in enumerate(backends):
+        values = [next(r["images_per_s"] for r in rows if r["backend"] == b and r["layout"] == lay)
+                  for lay in layouts]
+        bars = ax.bar(x + (k - (len(backends) - 1) / 2) * width, values, width, label=b, color=colours.get(b))
+        for bar, v in zip(bars, values, strict=True):
+            ax.text(bar.get_x() + bar.get_width() / 2, v, f"{v:.0f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"{lay} output" for lay in layouts])
     ax.set_ylabel("training images / s")
     ax.set_title(title, fontsize=9)
-    ax.set_ylim(0, max(values) * 1.15)
+    ax.set_ylim(0, max(r["images_per_s"] for r in rows) * 1.18)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -147,9 +164,11 @@ def main() -> None:
                         help="worker processes (torch) or threads (ffcv, dali)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs first (ffcv compiles in its first)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per backend and round")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=4,
                         help="rounds; each runs every backend in turn (an untimed settle epoch, then --epochs)")
-    parser.add_argument("--channels-last", action="store_true", help="deliver channels-last batches")
+    parser.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"],
+                        choices=["nchw", "channels_last"],
+                        help="output memory layouts to measure (each a full set of rounds)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and PNG")
     args = parser.parse_args()
 
@@ -167,16 +186,20 @@ def main() -> None:
     for dev in devices:
         device = torch.device(dev)
         load_before = os.getloadavg()
-        rows = bench(args.backends, {b: source_for(b, folder, beton) for b in args.backends}, args, device)
+        rows = []
+        for layout in args.layouts:
+            rows += bench(args.backends, {b: source_for(b, folder, beton) for b in args.backends}, args, device,
+                          channels_last=layout == "channels_last")
         load_after = os.getloadavg()
-        base = next((r["images_per_s"] for r in rows if r["backend"] == "torch"), None)
         for r in rows:
-            r["speedup_vs_torch"] = r["images_per_s"] / base if base else None
+            ref = next((t for t in rows if t["backend"] == "torch" and t["layout"] == r["layout"]), None)
+            r["speedup_vs_torch"] = r["images_per_s"] / ref["images_per_s"] if ref else None
+            r["best_epoch_speedup_vs_torch"] = (r["best_epoch_images_per_s"] / ref["best_epoch_images_per_s"]
+                                                if ref else None)
         info = machine(device)
         result = {"device": dev, "machine": info, "num_files": args.num_files, "batch_size": args.batch_size,
                   "img_size": args.img_size, "num_workers": args.num_workers, "warmup": args.warmup,
-                  "epochs": args.epochs, "channels_last": args.channels_last,
-                  "rounds": args.rounds, "beton_convert_s": convert_s,
+                  "epochs": args.epochs, "rounds": args.rounds, "beton_convert_s": convert_s,
                   "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": load_after, "rows": rows}
         json_path = args.out / f"loaders-{dev}.json"
         json_path.write_text(json.dumps(result, indent=1))
@@ -186,12 +209,14 @@ def main() -> None:
              f"{args.num_workers} workers\n{dev}: {where}; load average {load_before[0]:.1f}-{load_after[0]:.1f}")
         print(f"\n{dev} ({where}); {args.num_files} JPEGs, batch {args.batch_size}, {args.img_size} px, "
               f"{args.num_workers} workers; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-        print("| backend | images/s | best epoch images/s | vs torch | setup s | warm-up epoch s |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| output layout | backend | images/s | vs torch | best epoch images/s | vs torch (best) "
+              "| setup s | warm-up epoch s |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             speed = f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "-"
-            print(f"| {r['backend']} | {r['images_per_s']:.0f} | {r['best_epoch_images_per_s']:.0f} | {speed} | "
-                  f"{r['setup_s']:.1f} | {r['warmup_epoch_s']:.1f} |")
+            best = f"{r['best_epoch_speedup_vs_torch']:.2f}x" if r["best_epoch_speedup_vs_torch"] else "-"
+            print(f"| {r['layout']} | {r['backend']} | {r['images_per_s']:.0f} | {speed} | "
+                  f"{r['best_epoch_images_per_s']:.0f} | {best} | {r['setup_s']:.1f} | {r['warmup_epoch_s']:.1f} |")
         print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
 
 
