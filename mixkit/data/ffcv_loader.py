@@ -27,7 +27,7 @@ from ffcv.transforms import (
 
 from .base import LoaderBase
 from .convert import BETON_FIELDS, read_sidecar
-from .ffcv_ops import ToCHW
+from .ffcv_ops import NormalizeToCHW
 from .sharding import shard_indices
 
 __all__ = ["FfcvLoader", "check_beton"]
@@ -66,8 +66,9 @@ class FfcvLoader(LoaderBase):
     """FFCV loader with the same augmentation as the torch backend.
 
     Training decodes with RandomResizedCropRGBImageDecoder and flips with RandomHorizontalFlip;
-    evaluation decodes with CenterCropRGBImageDecoder (``ratio=crop_pct``). On CPU, NormalizeImage runs
-    before ToTensor (placed after ToTorchImage, ffcv's CPU graph never starts: upstream issue #396); on a
+    evaluation decodes with CenterCropRGBImageDecoder (``ratio=crop_pct``). On CPU, normalisation runs
+    before ToTensor (placed after ToTorchImage, ffcv's CPU graph never starts: upstream issue #396):
+    ffcv's NormalizeImage for channels-last output, mixkit's ``NormalizeToCHW`` for NCHW output; on a
     GPU the uint8 batch goes to the device with ToDevice and is normalised there by torch, because ffcv's
     GPU NormalizeImage needs cupy, which mixkit does not depend on.
 
@@ -156,9 +157,12 @@ class FfcvLoader(LoaderBase):
             self._gpu_norm = (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
                               torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
         else:
-            image_ops += [NormalizeImage(np.array(mean) * 255, np.array(std) * 255, np.float32)]
-            # NCHW is made in ffcv's parallel stage (ToCHW); channels-last is ffcv's own HWC layout.
-            image_ops += [ToTensor(), ToTorchImage(channels_last=True)] if channels_last else [ToCHW(), ToTensor()]
+            mean255, std255 = np.array(mean) * 255, np.array(std) * 255
+            if channels_last:  # ffcv's own HWC layout, seen as NCHW by ToTorchImage: no copy
+                image_ops += [NormalizeImage(mean255, std255, np.float32), ToTensor(),
+                              ToTorchImage(channels_last=True)]
+            else:  # NCHW written directly by ffcv's parallel stage
+                image_ops += [NormalizeToCHW(mean255, std255), ToTensor()]
         order_option = {"random": OrderOption.RANDOM, "quasi_random": OrderOption.QUASI_RANDOM,
                         "sequential": OrderOption.SEQUENTIAL}[order]
         # Sharding is done by handing each rank its own indices: ffcv's distributed=True would use
