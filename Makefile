@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-SYSTEM_PACKAGES := pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist
+SYSTEM_PACKAGES := g++ pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist
 
 .PHONY: demo test lint install install-core install-all install-system bench clean
 

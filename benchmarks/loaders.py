@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import machine
 from tqdm import tqdm
 
 from mixkit.data import build_photo_folder, create_loader
@@ -49,27 +49,14 @@ RESULTS = ROOT / "results"
 BACKENDS = ("torch", "ffcv", "dali")
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+def loader_machine(device: torch.device) -> dict[str, Any]:
+    versions = {}
     for name, dist in (("ffcv", "ffcv"), ("dali", "nvidia-dali-cuda130")):
         try:
-            info[name] = version(dist)
+            versions[name] = version(dist)
         except PackageNotFoundError:
-            info[name] = None
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+            versions[name] = None
+    return machine(device, **versions)
 
 
 def source_for(backend: str, folder: Path, beton: Path) -> Path:
@@ -196,7 +183,7 @@ def main() -> None:
             r["speedup_vs_torch"] = r["images_per_s"] / ref["images_per_s"] if ref else None
             r["best_epoch_speedup_vs_torch"] = (r["best_epoch_images_per_s"] / ref["best_epoch_images_per_s"]
                                                 if ref else None)
-        info = machine(device)
+        info = loader_machine(device)
         result = {"device": dev, "machine": info, "num_files": args.num_files, "batch_size": args.batch_size,
                   "img_size": args.img_size, "num_workers": args.num_workers, "warmup": args.warmup,
                   "epochs": args.epochs, "rounds": args.rounds, "beton_convert_s": convert_s,

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -44,6 +42,7 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
+from common import load_average, machine
 from timm.loss import SoftTargetCrossEntropy
 from tqdm import tqdm
 
@@ -85,38 +84,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     parser.add_argument("--tag", default="", help="suffix of the result files: overhead-<preset>[-<tag>].json")
     return parser.parse_args()
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "cpu": _cpu_name(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def _loadavg() -> float | None:
-    # Other processes on the machine show up here; the JSON keeps it next to the numbers.
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def make_step(
@@ -233,7 +200,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
     total = len(steps) * (args.warmup + args.rounds * args.steps)
     samples: dict[str, dict[str, list[float]]] = {m: {} for m in steps}  # method -> branch -> step times
     order = list(steps)
-    load_before = _loadavg()
+    load_before = load_average()
     with tqdm(total=total, desc=f"{preset}: {cfg['model']} {cfg['img_size']}px b{cfg['batch_size']}") as bar:
         for step in steps.values():
             for _ in range(args.warmup):
@@ -281,7 +248,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
             **cfg, "rounds": args.rounds, "steps_per_round": args.steps, "warmup": args.warmup,
             "clock": "thread_time" if clock is time.thread_time else "perf_counter",
         },
-        "machine": {**machine(device), "loadavg_1min_before": load_before, "loadavg_1min_after": _loadavg()},
+        "machine": {**machine(device, timm=timm.__version__), "loadavg_1min_before": load_before, "loadavg_1min_after": load_average()},
         "target_alignmixup_overhead": TARGETS[preset],
         "results": rows,
         "ot_breakdown": ot_breakdown(model, x, cfg, clock=clock),

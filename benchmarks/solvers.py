@@ -18,7 +18,7 @@ layer3, and ViT-S tokens) and "real" (7x7 post-ReLU maps of a CNN trained on Fas
 mixkit.datasets.fashion_mnist_features). Each row pairs sample i of one half with sample i of the
 other.
 
-Writes benchmarks/results/solvers-<device>.json and .png and prints a table. Only measured numbers
+Writes benchmarks/results/solvers-<device>.json, .png and .md (the table) and prints the table. Only measured numbers
 are reported, with the machine they came from.
 """
 
@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import threading
 import time
@@ -37,6 +35,7 @@ from typing import Any
 
 import psutil
 import torch
+from common import load_average, machine
 from tqdm.auto import tqdm
 
 from mixkit.datasets import fashion_mnist_features
@@ -65,24 +64,6 @@ SHAPES = {  # name: (points per set, channels)
     "196x384": (196, 384),
 }
 SOLVERS = ("torch", "triton", "pot", "reference", "paper")
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 class PeakMemory:
@@ -197,6 +178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # Subnormal floats are ~30x slower on x86 CPUs and the published solver's exp() produces many;
     # flushing them (as GPUs' fast paths do) keeps the comparison about the algorithms.
     torch.set_flush_denormal(True)
+    load_before = load_average()
     pipelines = make_pipelines(args.eps, args.pot_max_iter, args.pot_tol)
     cells = [("random", s, b) for s in args.shapes for b in args.batch_sizes]
     if args.real:
@@ -239,7 +221,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       if pot_plan is not None else None)
             rows.append(row)
     bar.close()
-    return {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "out_dir"}, "rows": rows}
+    info = {**machine(device), "loadavg_1min_before": load_before, "loadavg_1min_after": load_average()}
+    return {"machine": info, "args": {k: v for k, v in vars(args).items() if k != "out_dir"}, "rows": rows}
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -328,9 +311,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
     plot(result, stem.with_suffix(".png"))
     m = result["machine"]
-    print(f"\nMachine: {m.get('gpu', m['cpu'])}, {m['cores']} cores, torch {m['torch']}")
-    print(table(result))
-    print(f"\nwrote {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
+    report = (f"Machine: {m.get('gpu', m['cpu'])}, {m['cores']} cores, torch {m['torch']}; 1-min load average "
+              f"{m['loadavg_1min_before']} before, {m['loadavg_1min_after']} after\n\n{table(result)}\n")
+    stem.with_suffix(".md").write_text(report)
+    print("\n" + report)
+    print(f"wrote {stem.with_suffix('.json')}, .png and .md")
     return result
 
 
