@@ -91,11 +91,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for scale in sorted({r["scale"] for r in result["rows"]}):
+    for k, scale in enumerate(sorted({r["scale"] for r in result["rows"]})):
         sel = [r for r in result["rows"] if r["scale"] == scale]
-        ax1.plot([r["eps"] for r in sel], [r["partners"] for r in sel], "o-", label=scale)
-        ax2.plot([r["eps"] for r in sel], [r["plain_iters"] for r in sel], "o--", label=f"{scale}: plain")
-        ax2.plot([r["eps"] for r in sel], [r["mixkit_iters"] for r in sel], "o-", label=f"{scale}: mixkit")
+        eps = [r["eps"] for r in sel]
+        color = f"C{k}"
+        ax1.plot(eps, [r["partners"] for r in sel], "o-", color=color, label=scale)
+        ax2.plot(eps, [r["plain_iters"] for r in sel], "o--", color=color, label=f"{scale}: plain Sinkhorn")
+        ax2.plot(eps, [r["mixkit_iters"] for r in sel], "o-", color=color, label=f"{scale}: mixkit torch")
     ax1.set(xscale="log", xlabel="eps", ylabel="effective partners per row", title="sharpness (real features)")
     ax2.set(xscale="log", yscale="log", xlabel="eps", ylabel=f"iterations to marginal error {result['tol']}",
             title="convergence")
