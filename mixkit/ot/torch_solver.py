@@ -1,16 +1,18 @@
 """Batched entropic OT in torch: epsilon scaling with warm-started potentials, the default solver.
 
 Written by hand because no maintained library has what alignment needs: POT's batched Sinkhorn
-(``ot.batch``) runs a log-sum-exp per half-iteration at one fixed eps, so a sharp eps (few
-partners per row) costs thousands of iterations, and it checks convergence on the host.
+(``ot.batch``) runs a log-sum-exp (an exp per cost entry) per half-iteration at one fixed eps, so a
+sharp eps (few partners per row) costs many expensive iterations, and it checks convergence on the
+host.
 
 The method (Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy regularized transport"):
 potentials f, g are kept in the log domain; eps is lowered geometrically from ``eps * anneal_factor``
 to ``eps``, each stage warm-starting from the last. At the start of each stage one log-domain
 update re-anchors the potentials (so no row of the kernel underflows, even on raw costs), then
 cheap kernel-domain scaling iterations (two batched mat-vecs each, no exp) run on the absorbed
-kernel K = exp((f + g - C) / eps). On CPU convergence is checked every ``check_every`` iterations;
-on CUDA the loop runs a fixed ``max_iter`` with no host synchronisation.
+kernel K = exp((f + g - C) / eps), re-formed every ``absorb_every`` iterations. On CPU convergence
+is checked every ``check_every`` iterations; on CUDA the loop runs a fixed ``max_iter`` with no
+host synchronisation.
 """
 
 from __future__ import annotations
@@ -54,6 +56,20 @@ def _scaling_error(kernel: torch.Tensor, kernel_t: torch.Tensor, u: torch.Tensor
     rows = (u * torch.bmm(v, kernel_t) - a).abs().sum(dim=2)
     cols = (v * torch.bmm(u, kernel) - b).abs().sum(dim=2)
     return (rows + cols).amax()
+
+
+def _scale(k_v: torch.Tensor, marginal: float, prev: torch.Tensor, relax: float) -> torch.Tensor:
+    """Sinkhorn update marginal / (K v), over-relaxed as prev * (new / prev) ** relax, in place on k_v."""
+    # The floor keeps a row whose kernel entries all underflow (long unannealed runs at small eps)
+    # from turning into inf and NaN.
+    tiny = torch.finfo(k_v.dtype).tiny
+    if k_v.requires_grad:  # differentiating through the solver: autograd needs the intermediate values
+        new = marginal / k_v.clamp_min(tiny)
+        return new if relax == 1.0 else prev * (new / prev) ** relax
+    new = k_v.clamp_min_(tiny).reciprocal_().mul_(marginal)
+    if relax == 1.0:
+        return new
+    return new.div_(prev).pow_(relax).mul_(prev)
 
 
 def anneal_schedule(eps: float, anneal_factor: float, decay: float) -> list[float]:
@@ -109,7 +125,6 @@ def sinkhorn_torch(
     if not 1 <= omega < 2:
         raise ValueError(f"omega (over-relaxation) must be in [1, 2), got {omega}")
     dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
-    tiny = torch.finfo(dtype).tiny
     sync_free = cost.device.type == "cuda"
     schedule = anneal_schedule(eps, anneal_factor, decay)
     with torch.autocast(device_type=cost.device.type, enabled=False):
@@ -137,10 +152,10 @@ def sinkhorn_torch(
                 u = cost.new_ones(B, 1, n)
                 v = cost.new_ones(B, 1, m)
                 for _ in range(min(absorb_every, budget - done)):
-                    u_new = a / torch.bmm(v, kernel_t).clamp_min(tiny)
-                    u = u_new if relax == 1.0 else u * (u_new / u) ** relax
-                    v_new = b / torch.bmm(u, kernel).clamp_min(tiny)
-                    v = v_new if relax == 1.0 else v * (v_new / v) ** relax
+                    # In-place ops on the fresh bmm outputs: these are tiny tensors, so the cost of an
+                    # iteration is the number of op launches, not arithmetic.
+                    u = _scale(torch.bmm(v, kernel_t), a, u, relax)
+                    v = _scale(torch.bmm(u, kernel), b, v, relax)
                     done += 1
                     if last and not sync_free and done % check_every == 0:
                         converged = bool(_scaling_error(kernel, kernel_t, u, v, a, b) < tol)
