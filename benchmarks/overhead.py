@@ -257,7 +257,7 @@ def run_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(report: dict[str, Any]) -> None:
     cfg, mach = report["config"], report["machine"]
-    where = mach.get("gpu", f"{mach['cpu']} ({mach['cpu_threads']} threads)")
+    where = mach.get("gpu", f"{mach['cpu']} ({mach['torch_threads']} threads)")
     print(f"\n{report['preset']}: {cfg['model']} {cfg['img_size']}px batch {cfg['batch_size']}"
           f"{' bf16' if cfg['amp'] else ' fp32'}{' channels_last' if cfg['channels_last'] else ''} on {where}")
     print(f"1-min load average before/after: {mach.get('loadavg_1min_before')}/{mach.get('loadavg_1min_after')}")
