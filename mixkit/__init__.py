@@ -1,5 +1,6 @@
 """mixkit: timm/torchvision-compatible mixup with AlignMixup and fast data loaders."""
 
+from . import models  # registers mixkit's timm models (preact_resnet*_cifar) with timm.create_model
 from .ot import align, get_solver, list_solvers
 
 __version__ = "0.1.0"
