@@ -5,3 +5,4 @@ from .ot import align, get_solver, list_solvers
 
 __version__ = "0.1.0"
 from .mix import AlignMixup, InputMixup, ManifoldMixup, create_mixup, list_mixups, register_mixup
+from .timm_compat import MixupMethod, create_timm_mixup, is_mixup_method, mixup_arg
