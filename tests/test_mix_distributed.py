@@ -1,4 +1,7 @@
-"""Feature-space mixing under DistributedDataParallel (2 CPU processes, gloo), Accelerate and torch.compile."""
+"""Feature-space mixing under DistributedDataParallel (2 CPU processes, gloo), Accelerate and torch.compile.
+
+Images are 64 px so that resnet18's layer4 is a 2x2 map: at 32 px it is 1x1, which AlignMixup refuses.
+"""
 
 # timm's Mixup draws from NumPy's global generator, so the tests seed exactly that one.
 # ruff: noqa: NPY002
@@ -32,18 +35,17 @@ def _ddp_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
         report: dict[str, object] = {}
         # Names copied from the wrapped model ("module.layer4") resolve to the same module.
         for method, kwargs in [("alignmixup", dict(input_prob=0.0)), ("manifold", dict(layers=["module.layer3"]))]:
-            mix = create_mixup(method, model=model, num_classes=NUM_CLASSES, **kwargs)
-            np.random.seed(100 + rank)  # different mixes per rank, as with per-rank seeding in timm
-            torch.manual_seed(rank)
-            x, y = torch.randn(4, 3, 32, 32), torch.randint(0, NUM_CLASSES, (4,))
-            for _ in range(2):
-                x_in, target = mix(x, y)
-                loss = SoftTargetCrossEntropy()(model(x_in), target)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            report[method] = dict(fired=mix.hooks.num_fired, layers=list(mix.layers), loss=float(loss))
-            mix.remove()
+            with create_mixup(method, model=model, num_classes=NUM_CLASSES, **kwargs) as mix:
+                np.random.seed(100 + rank)  # different mixes per rank, as with per-rank seeding in timm
+                torch.manual_seed(rank)
+                x, y = torch.randn(4, 3, 64, 64), torch.randint(0, NUM_CLASSES, (4,))
+                for _ in range(2):
+                    x_in, target = mix(x, y)
+                    loss = SoftTargetCrossEntropy()(model(x_in), target)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                report[method] = dict(fired=mix.hooks.num_fired, layers=list(mix.layers), loss=float(loss))
         report["param_sum"] = float(sum(p.double().sum() for p in model.parameters()))
         Path(out_dir, f"rank{rank}.json").write_text(json.dumps(report))
     finally:
@@ -70,19 +72,16 @@ def test_accelerate_prepared_model(monkeypatch: pytest.MonkeyPatch) -> None:
     model = timm.create_model("resnet18", pretrained=False, num_classes=NUM_CLASSES)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     model, optimizer = accelerator.prepare(model, optimizer)
-    mix = create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES, input_prob=0.0)
-    try:
-        x, y = torch.randn(4, 3, 32, 32), torch.randint(0, NUM_CLASSES, (4,))
-        with torch.no_grad():
-            plain = model(x)
+    x, y = torch.randn(4, 3, 64, 64), torch.randint(0, NUM_CLASSES, (4,))
+    with torch.no_grad():
+        plain = model(x)
+    with create_mixup("alignmixup", model=model, num_classes=NUM_CLASSES, input_prob=0.0) as mix:
         np.random.seed(0)
         x_in, target = mix(x, y)
         out = model(x_in)
         assert mix.hooks.num_fired == 1 and not torch.allclose(out, plain, atol=1e-3)
         accelerator.backward(SoftTargetCrossEntropy()(out, target))
         optimizer.step()
-    finally:
-        mix.remove()
 
 
 @pytest.mark.slow
@@ -92,10 +91,9 @@ def test_torch_compile_matches_eager() -> None:
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=NUM_CLASSES).train()
     compiled = torch.compile(model, backend="aot_eager")
-    mix = create_mixup("alignmixup", model=compiled, num_classes=NUM_CLASSES, input_prob=0.0)
-    try:
+    with create_mixup("alignmixup", model=compiled, num_classes=NUM_CLASSES, input_prob=0.0) as mix:
         assert mix.hooks.model is model
-        x, y = torch.randn(4, 3, 32, 32), torch.randint(0, NUM_CLASSES, (4,))
+        x, y = torch.randn(4, 3, 64, 64), torch.randint(0, NUM_CLASSES, (4,))
         for seed in range(3):  # new lam and direction each step: no recompilation needed, same results
             np.random.seed(seed)
             x_in, target = mix(x, y)
@@ -103,10 +101,7 @@ def test_torch_compile_matches_eager() -> None:
             SoftTargetCrossEntropy()(out, target).backward()
             np.random.seed(seed)
             x_in, _ = mix(x, y)
-            with torch.no_grad():
-                torch.testing.assert_close(out.detach(), model(x_in))
+            torch.testing.assert_close(out.detach(), model(x_in).detach())  # eager, grad on: it mixes
         assert mix.hooks.num_fired == 6
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), model(x))  # not armed: plain
-    finally:
-        mix.remove()

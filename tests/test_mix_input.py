@@ -12,7 +12,15 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 
 import mixkit
-from mixkit.mix import InputMixup, create_mixup, list_mixups
+from mixkit.mix import (
+    AlignMixup,
+    InputMixup,
+    ManifoldMixup,
+    accepted_arguments,
+    create_mixup,
+    list_mixups,
+    register_mixup,
+)
 
 NUM_CLASSES = 7
 
@@ -112,7 +120,7 @@ def test_bad_inputs_have_clear_errors() -> None:
         mix((x * 100).to(torch.uint8), y)
     with pytest.raises(TypeError, match="torch.Tensor"):
         mix(x.clone(), y.tolist())
-    with pytest.raises(ValueError, match="CutMix needs"):
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\) image batch"):
         create_mixup("cutmix", num_classes=NUM_CLASSES)(x.flatten(1), y)
 
 
@@ -132,3 +140,20 @@ def test_factory_errors_and_registry() -> None:
         create_mixup("mixup", num_classes=0)
     assert isinstance(create_mixup("cutmix"), Mixup)  # a timm Mixup: timm's train loop code applies as is
     assert mixkit.create_mixup is create_mixup and mixkit.InputMixup is InputMixup
+    with create_mixup("mixup") as mix:  # every method is a context manager, the input ones included
+        assert isinstance(mix, InputMixup)
+
+
+def test_registry_rule_and_argument_check_over_the_class_hierarchy() -> None:
+    with pytest.raises(ValueError, match="already registered.*overwrite=True"):
+        register_mixup("mixup", InputMixup)
+    register_mixup("mixup", InputMixup, overwrite=True, mixup_alpha=1.0, cutmix_alpha=0.0)
+    assert "mixup" in list_mixups()
+    # Subclasses forward **kwargs to their bases: the accepted names are the union along the MRO.
+    assert {"layers", "input_prob", "projection", "mixup_alpha", "num_classes", "pairing", "correct_lam"} <= (
+        accepted_arguments(AlignMixup)
+    )
+    assert "input_prob" not in accepted_arguments(ManifoldMixup)
+    assert accepted_arguments(lambda model=None, **kw: None) is None  # a factory taking **kwargs: anything goes
+    with pytest.raises(ValueError, match=r"does not take input_prob; it takes: .*layers.*mixup_alpha.*pairing"):
+        create_mixup("manifold", input_prob=0.5)

@@ -8,6 +8,10 @@ lam * a + (1 - lam) * aligned_b, or, 50/50 per batch, the reverse direction
 lam * aligned_a + (1 - lam) * b; targets are lam * y_a + (1 - lam) * y_b in both cases.
 Paper: https://arxiv.org/abs/2103.15375
 
+mixkit's defaults differ from the authors' code in four places (a converged, scaled solver; the
+barycentric projection; timm's flip pairing with one solve per flip pair; timm's label smoothing);
+``create_mixup("alignmixup_paper")`` reproduces the authors' behaviour. docs/mixing.md tabulates why.
+
 Token sets (ViT, (B, N, C)): the patch tokens are the point set that is aligned; the first
 ``num_prefix_tokens`` tokens (class and register tokens) have no position, so they are interpolated
 plainly with the same lam.
@@ -20,15 +24,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ot import align, transport_plan
+from ..ot import barycentric_projection, transport_plan
 from .feature_mix import FeatureMixupBase, lam_weights, rand, randint
 from .hooks import MixFn, check_feature_output
-from .layers import INPUT, LayerSpec, default_feature_layer, unwrap_model
+from .layers import INPUT, default_feature_layer, infer_map_layout
+from .targets import check_choice, pair_with
 
-__all__ = ["AlignMixup", "align_mix_features", "feature_points", "flip_pair_plans"]
+__all__ = ["PROJECTIONS", "AlignMixup", "align_mix_features", "feature_points", "flip_pair_plans"]
 
 _DIRECTIONS = ("to_a", "to_b")
 _LAYOUTS = ("nchw", "nhwc", "nlc")
+PROJECTIONS = ("barycentric", "scaled_plan")
 
 
 def feature_points(a: torch.Tensor, layout: str = "nchw", num_prefix_tokens: int = 0) -> torch.Tensor:
@@ -55,7 +61,7 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
 def flip_pair_plans(
     points: torch.Tensor,
     *,
-    solver: str = "torch",
+    solver: str = "default",
     eps: float | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
@@ -64,7 +70,8 @@ def flip_pair_plans(
 
     With uniform weights and a symmetric cost, the plan from j to i is the transpose of the plan from
     i to j, so the pairs (i, B-1-i) and (B-1-i, i) share one solve: half the solver time, the same
-    plans up to the solver's tolerance.
+    plans up to the solver's tolerance (exact only for converged plans: the ``reference`` solver's
+    early-stopped plans are not, which is why ``alignmixup_paper`` solves every pair).
 
     Args:
         points: (B, n, C) point sets; sample i pairs with B-1-i.
@@ -84,6 +91,18 @@ def flip_pair_plans(
     return torch.cat([half, half[: batch - solved].flip(0).transpose(1, 2)])
 
 
+def _project(plan: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor, direction: str, projection: str) -> torch.Tensor:
+    """The moving set carried onto the kept set's positions, in the plan's precision (fp32 under autocast)."""
+    with torch.autocast(device_type=pa.device.type, enabled=False):
+        weights = plan if direction == "to_a" else plan.transpose(1, 2)
+        moving = (pb if direction == "to_a" else pa).to(plan.dtype)
+        if projection == "barycentric":
+            aligned = barycentric_projection(weights, moving)
+        else:  # the authors': the plan times the number of positions, rows not normalised
+            aligned = torch.bmm(weights * pa.shape[1], moving)
+    return aligned.to(pa.dtype)
+
+
 def align_mix_features(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -92,38 +111,40 @@ def align_mix_features(
     direction: str = "to_a",
     layout: str = "nchw",
     num_prefix_tokens: int = 0,
-    solver: str = "torch",
+    solver: str = "default",
     eps: float | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
     plan: torch.Tensor | None = None,
+    projection: str = "barycentric",
 ) -> torch.Tensor:
     """Aligns one batch of feature maps (or token sets) to the other with OT and interpolates.
 
     Args:
         a: Features of the samples, (B, C, H, W) for 'nchw', (B, H, W, C) for 'nhwc', (B, N, C) for 'nlc'.
-        b: Partner features, same shape (AlignMixup uses ``a.flip(0)``).
+        b: Partner features, same shape (AlignMixup uses ``a.flip(0)`` or ``a[permutation]``).
         lam: Weight of ``a``: a float or (B,) per-sample weights.
         direction: 'to_a' keeps a's positions: lam * a + (1 - lam) * (b carried onto a);
             'to_b' keeps b's positions: lam * (a carried onto b) + (1 - lam) * b.
         layout: Where the channels are: 'nchw', 'nhwc' or 'nlc' (tokens).
         num_prefix_tokens: For 'nlc', leading tokens (class / register) left out of the alignment and
             interpolated plainly.
-        solver: mixkit.ot solver name ('torch', 'pot', 'reference').
+        solver: mixkit.ot solver name ('default', 'torch', 'triton', 'pot', 'reference').
         eps: Entropic regularisation (None: the solver's default).
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver stopping tolerance (None: the solver's default).
-        plan: Precomputed (B, n, m) plans between a's and b's point sets (e.g. ``flip_pair_plans``);
-            None solves them here (``mixkit.ot.align``).
+        plan: Precomputed (B, n, n) plans between a's and b's point sets (e.g. ``flip_pair_plans``);
+            None solves them here (``mixkit.ot.transport_plan``, detached).
+        projection: 'barycentric' (mixkit's: the row-normalised plan, each aligned point a weighted mean of
+            the partner's points) or 'scaled_plan' (the authors': the plan times n, not normalised).
 
     Returns:
         The mix, with ``a``'s shape, dtype and memory format. Gradients flow into both ``a`` and ``b``;
         the transport plan is detached, as in the paper.
     """
-    if direction not in _DIRECTIONS:
-        raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    check_choice("direction", direction, _DIRECTIONS)
+    check_choice("layout", layout, _LAYOUTS)
+    check_choice("projection", projection, PROJECTIONS)
     if a.shape != b.shape:
         raise ValueError(f"features to mix must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     expected_ndim = 3 if layout == "nlc" else 4
@@ -135,10 +156,13 @@ def align_mix_features(
         )
     prefix = num_prefix_tokens if layout == "nlc" else 0
     pa, pb = feature_points(a, layout, prefix), feature_points(b, layout, prefix)
-    # mixkit.ot.align solves the plan (detached, as in the paper) unless one is given, and projects in
-    # the plan's precision (fp32 under autocast) before returning to the features' dtype.
-    aligned = align(pa, pb, direction="to_x" if direction == "to_a" else "to_y", solver=solver, eps=eps,
-                    max_iter=max_iter, tol=tol, plan=plan)
+    if plan is None:
+        with torch.no_grad():
+            plan = transport_plan(pa.detach(), pb.detach(), solver=solver, eps=eps, max_iter=max_iter, tol=tol)
+    elif plan.shape != (pa.shape[0], pa.shape[1], pb.shape[1]):
+        raise ValueError(f"plan must have shape (B, n, m) = {(pa.shape[0], pa.shape[1], pb.shape[1])}, "
+                         f"got {tuple(plan.shape)}")
+    aligned = _project(plan, pa, pb, direction, projection)
     w = lam_weights(lam, pa)
     mixed = pa * w + aligned * (1 - w) if direction == "to_a" else aligned * w + pb * (1 - w)
     if prefix:
@@ -152,34 +176,32 @@ class AlignMixup(FeatureMixupBase):
 
     Per mixed batch: with probability ``input_prob`` plain input mixup; otherwise a layer is drawn from
     ``layers`` and armed, and the next training forward replaces its output by
-    ``align_mix_features(f, f.flip(0), lam, ...)``. lam ~ Beta(mixup_alpha, mixup_alpha) in both branches.
-    Pairing is timm's ``flip(0)``; an odd batch's middle sample stays unmixed.
+    ``align_mix_features(f, f[partner], lam, ...)``. lam ~ Beta(mixup_alpha, mixup_alpha) in both branches.
+    timm's Mixup arguments, the pairing and the hook rules are ``FeatureMixupBase``'s; under the flip
+    pairing the pairs (i, B-1-i) share one solve (``flip_pair_plans``), under the random pairing every
+    pair is solved.
+
+    The model and ``layers`` go to the base; ``layers`` defaults to the last feature stage before pooling
+    (timm ``feature_info[-1]``: resnet 'layer4', convnext 'stages.3', vit 'blocks.<last>'), module names or
+    timm feature_info indices, one drawn per batch.
 
     Args:
-        model: The model (timm or any nn.Module; DDP / Accelerate / compile wrappers are looked through).
-        layers: Layer set, one drawn per batch: module names or timm feature_info indices. Default: the
-            last feature stage before pooling (timm ``feature_info[-1]``: resnet 'layer4', convnext
-            'stages.3', vit 'blocks.<last>').
-        mixup_alpha: lam ~ Beta(mixup_alpha, mixup_alpha); 2.0 as in the paper.
         input_prob: Probability of the plain input-mixup branch per batch; 0.5 as in the authors' code.
         direction: 'random' (50/50 per batch, as in the authors' code), 'to_a' (keep the sample's
             positions) or 'to_b' (keep the partner's positions).
-        solver: mixkit.ot solver: 'torch' (default), 'pot' or 'reference' (the paper's Sinkhorn).
+        solver: mixkit.ot solver: 'default' (mixkit.ot's: the torch solver, the guarded fused Triton kernel
+            on CUDA), 'torch', 'triton', 'pot' or 'reference' (the paper's Sinkhorn).
         eps: Entropic regularisation (None: the solver's default).
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver tolerance (None: the solver's default).
         num_prefix_tokens: Leading tokens of token-set outputs kept out of the alignment. None: the
             model's ``num_prefix_tokens`` attribute (timm ViTs), else 0.
-        feature_layout: 'auto' (4-d outputs are NCHW, 3-d are tokens), 'nchw', 'nhwc' or 'nlc'.
-        prob: Probability of mixing a batch (or element in 'pair' / 'elem' mode).
-        mode: 'batch', 'pair' or 'elem' (timm's modes; lam per batch, pair or element).
-        label_smoothing: Label smoothing of the soft targets.
-        num_classes: Number of classes.
-        multi_label: Dense (B, num_classes) multi-label targets.
-        cutmix_alpha: timm's argument; must be 0.
-        cutmix_minmax: timm's argument; must be None.
-        switch_prob: timm's argument; unused.
-        correct_lam: timm's argument; unused.
+        feature_layout: 'auto' (3-d outputs are tokens; 4-d maps are NCHW or NHWC as timm's
+            ``feature_info`` channel counts, the model's ``output_fmt`` or the shape say), 'nchw', 'nhwc'
+            or 'nlc'.
+        projection: 'barycentric' (default) or 'scaled_plan' (the authors'); see ``align_mix_features``.
+        **kwargs: ``FeatureMixupBase``'s arguments: ``model``, ``layers``, timm's ``mixup_alpha`` (default
+            2.0 as in the paper), ``prob``, ``mode``, ``label_smoothing``, ``num_classes``, ..., ``pairing``.
     """
 
     method = "alignmixup"
@@ -187,69 +209,43 @@ class AlignMixup(FeatureMixupBase):
     def __init__(
         self,
         *,
-        model: nn.Module,
-        layers: LayerSpec | Sequence[LayerSpec] | None = None,
-        mixup_alpha: float = 2.0,
         input_prob: float = 0.5,
         direction: str = "random",
-        solver: str = "torch",
+        solver: str = "default",
         eps: float | None = None,
         max_iter: int | None = None,
         tol: float | None = None,
         num_prefix_tokens: int | None = None,
         feature_layout: str = "auto",
-        prob: float = 1.0,
-        mode: str = "batch",
-        label_smoothing: float = 0.1,
-        num_classes: int = 1000,
-        multi_label: bool = False,
-        cutmix_alpha: float = 0.0,
-        cutmix_minmax: Sequence[float] | None = None,
-        switch_prob: float = 0.5,
-        correct_lam: bool = True,
+        projection: str = "barycentric",
+        **kwargs,
     ) -> None:
-        if model is None:
-            raise ValueError("alignmixup mixes hidden features and needs the model: pass model=model")
+        # Checked before the base attaches hooks, so a bad argument leaves the model untouched.
         if not 0.0 <= input_prob <= 1.0:
             raise ValueError(f"input_prob must be in [0, 1], got {input_prob!r}")
-        if direction not in ("random", *_DIRECTIONS):
-            raise ValueError(f"direction must be 'random', 'to_a' or 'to_b', got {direction!r}")
-        if feature_layout not in ("auto", *_LAYOUTS):
-            raise ValueError(f"feature_layout must be 'auto' or one of {_LAYOUTS}, got {feature_layout!r}")
-        layers = default_feature_layer(model) if layers is None else layers
-        if layers == INPUT or (not isinstance(layers, str | int) and INPUT in layers):
-            raise ValueError("'input' is not an AlignMixup layer: the input branch is controlled by input_prob")
-        super().__init__(
-            model=model,
-            layers=layers,
-            mixup_alpha=mixup_alpha,
-            prob=prob,
-            mode=mode,
-            label_smoothing=label_smoothing,
-            num_classes=num_classes,
-            multi_label=multi_label,
-            cutmix_alpha=cutmix_alpha,
-            cutmix_minmax=cutmix_minmax,
-            switch_prob=switch_prob,
-            correct_lam=correct_lam,
-        )
-        if num_prefix_tokens is None:
-            num_prefix_tokens = int(getattr(unwrap_model(model), "num_prefix_tokens", 0) or 0)
-        if num_prefix_tokens < 0:
+        check_choice("direction", direction, ("random", *_DIRECTIONS))
+        check_choice("feature_layout", feature_layout, ("auto", *_LAYOUTS))
+        check_choice("projection", projection, PROJECTIONS)
+        if num_prefix_tokens is not None and num_prefix_tokens < 0:
             raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
-        self.input_prob = input_prob
-        self.direction = direction
-        self.solver = solver
-        self.eps = eps
-        self.max_iter = max_iter
-        self.tol = tol
-        self.num_prefix_tokens = num_prefix_tokens
-        self.feature_layout = feature_layout
-        self.last_direction: str | None = None
-        # Fail at construction, not at the first training step, on a solver name or setting the OT
-        # module rejects.
+        # A solver name or setting the OT module rejects fails here, not at the first training step.
         probe = torch.rand(2, 3, 2)
         transport_plan(probe[:1], probe[1:], solver=solver, eps=eps, max_iter=max_iter, tol=tol)
+        super().__init__(**kwargs)
+        if num_prefix_tokens is None:
+            num_prefix_tokens = int(getattr(self.hooks.model, "num_prefix_tokens", 0) or 0)
+        self.input_prob, self.direction, self.projection = input_prob, direction, projection
+        self.solver, self.eps, self.max_iter, self.tol = solver, eps, max_iter, tol
+        self.num_prefix_tokens, self.feature_layout = num_prefix_tokens, feature_layout
+        self.last_direction: str | None = None
+        self._layouts: dict[str, str] = {}
+
+    def _default_layers(self, model: nn.Module) -> str:
+        return default_feature_layer(model)
+
+    def _check_layers(self, layers: Sequence[str]) -> None:
+        if INPUT in layers:
+            raise ValueError("'input' is not an AlignMixup layer: the input branch is controlled by input_prob")
 
     def _choose_layer(self) -> str:
         # Same draw order as the authors' code: input-vs-feature first, then (feature branch) direction.
@@ -263,26 +259,43 @@ class AlignMixup(FeatureMixupBase):
             self.last_direction = self.direction
         return layer
 
-    def _layout(self, output: torch.Tensor) -> str:
+    def _layout(self, layer: str, output: torch.Tensor) -> str:
         if self.feature_layout != "auto":
             return self.feature_layout
-        return "nchw" if output.ndim == 4 else "nlc"
+        if output.ndim == 3:
+            return "nlc"
+        if layer not in self._layouts:
+            self._layouts[layer] = infer_map_layout(self.hooks.model, layer, output.shape)
+        return self._layouts[layer]
 
-    def _make_mix_fn(self, layer: str, lam: torch.Tensor, batch_size: int) -> MixFn:
-        direction = self.last_direction or "to_a"
+    def _plans(self, points: torch.Tensor, partner: torch.Tensor | None) -> torch.Tensor:
         kwargs = dict(solver=self.solver, eps=self.eps, max_iter=self.max_iter, tol=self.tol)
+        if partner is None:
+            return flip_pair_plans(points, **kwargs)
+        points = points.detach()
+        with torch.no_grad():
+            return transport_plan(points, pair_with(points, partner), **kwargs)
 
+    def _make_mix_fn(self, layer: str, lam: torch.Tensor, partner: torch.Tensor | None, batch_size: int) -> MixFn:
+        direction = self.last_direction or "to_a"
         cache: dict[str, torch.Tensor] = {}
 
         def mix(output: torch.Tensor) -> torch.Tensor:
             output = check_feature_output(layer, output, batch_size, ndims=(3, 4))
-            layout = self._layout(output)
+            layout = self._layout(layer, output)
             prefix = self.num_prefix_tokens if layout == "nlc" else 0
+            points = feature_points(output, layout, prefix)
+            if points.shape[1] < 2:
+                raise ValueError(
+                    f"layer {layer!r} outputs {tuple(output.shape)} ({layout}): one position per sample, so "
+                    "aligning it would be plain mixup. Pick a layer before global pooling (for timm models a "
+                    "feature_info stage, the default), or use create_mixup('manifold') for plain feature mixup."
+                )
             if "plan" not in cache:  # a checkpoint replay sees the same features: reuse the solve
-                cache["plan"] = flip_pair_plans(feature_points(output, layout, prefix), **kwargs)
+                cache["plan"] = self._plans(points, partner)
             return align_mix_features(
-                output, output.flip(0), lam, direction=direction, layout=layout, num_prefix_tokens=prefix,
-                plan=cache["plan"],
+                output, pair_with(output, partner), lam, direction=direction, layout=layout,
+                num_prefix_tokens=prefix, plan=cache["plan"], projection=self.projection,
             )
 
         return mix

@@ -1,8 +1,8 @@
 """``create_mixup(name, model=model, **kwargs)``: the mixing methods looked up by name.
 
 Every method takes timm's Mixup arguments (mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob,
-mode, correct_lam, label_smoothing, num_classes), so timm's train.py can swap ``Mixup(**mixup_args)``
-for ``create_mixup(name, model=model, **mixup_args)``.
+mode, correct_lam, label_smoothing, num_classes, multi_label), so timm's train.py can swap
+``Mixup(**mixup_args)`` for ``create_mixup(name, model=model, **mixup_args)``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from typing import Any
 
 from torch import nn
 
+from ..registry import Registry
 from .alignmixup import AlignMixup
 from .input_mix import InputMixup
 from .manifold import ManifoldMixup
 
-__all__ = ["create_mixup", "list_mixups", "register_mixup"]
+__all__ = ["accepted_arguments", "create_mixup", "list_mixups", "register_mixup"]
 
 
 @dataclass(frozen=True)
@@ -27,34 +28,59 @@ class _Entry:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_MIXUPS: Registry[_Entry] = Registry("mixup method")
 
 
-def register_mixup(name: str, cls: Callable[..., Any], **defaults: Any) -> None:
+def register_mixup(name: str, cls: Callable[..., Any], *, overwrite: bool = False, **defaults: Any) -> None:
     """Registers a mixing method under ``name``.
 
     Args:
         name: Lookup name for create_mixup.
         cls: Class (or factory) taking keyword arguments, ``model`` among them.
+        overwrite: Replace an entry of the same name instead of raising.
         **defaults: Keyword defaults of this name, overridable by create_mixup's kwargs.
+
+    Raises:
+        ValueError: ``name`` is taken and ``overwrite`` is False.
     """
-    if name in _REGISTRY:
-        raise ValueError(f"a mixup method called {name!r} is already registered")
-    _REGISTRY[name] = _Entry(cls, dict(defaults))
+    _MIXUPS.register(name, _Entry(cls, dict(defaults)), overwrite=overwrite)
 
 
 def list_mixups() -> list[str]:
     """Names create_mixup accepts."""
-    return sorted(_REGISTRY)
+    return _MIXUPS.list()
+
+
+def accepted_arguments(cls: Callable[..., Any]) -> set[str] | None:
+    """Keyword names ``cls`` accepts: for a class, those of every ``__init__`` along its MRO (subclasses
+    forward ``**kwargs`` to their bases); None when a plain function takes ``**kwargs`` (anything goes)."""
+    if not isinstance(cls, type):
+        params = inspect.signature(cls).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params}
+    names: set[str] = set()
+    for klass in cls.__mro__[:-1]:  # object's __init__ takes nothing
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        names.update(
+            p.name for p in list(inspect.signature(init).parameters.values())[1:]
+            if p.kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+        )
+    return names
 
 
 def create_mixup(name: str, *, model: nn.Module | None = None, **kwargs: Any) -> Any:
     """Creates a mixing function with timm's Mixup call contract: ``x, target = mixup_fn(x, target)``.
 
+    Every mixing function is also a context manager: ``with create_mixup(...) as mix:`` takes its hooks
+    off the model at the end of the block (``mix.remove()`` does the same).
+
     Args:
-        name: 'mixup', 'cutmix', 'mixup_cutmix' (timm's Mixup), 'manifold' or 'alignmixup'
-            (see ``list_mixups()``).
-        model: The model; required by the feature-space methods, ignored by the input ones.
+        name: 'mixup', 'cutmix', 'mixup_cutmix' (timm's Mixup), 'manifold', 'alignmixup' or
+            'alignmixup_paper' (see ``list_mixups()``).
+        model: The model; required by the feature-space methods, checked against ``num_classes`` by all.
         **kwargs: Constructor arguments of the method (timm's Mixup names, plus the method's own).
 
     Returns:
@@ -63,15 +89,13 @@ def create_mixup(name: str, *, model: nn.Module | None = None, **kwargs: Any) ->
     Raises:
         ValueError: Unknown name, or an argument the method does not take (the message lists those it does).
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown mixup method {name!r}; available: {', '.join(list_mixups())}")
-    entry = _REGISTRY[name]
-    params = inspect.signature(entry.cls).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(kwargs) - set(params))
+    entry = _MIXUPS.get(name)
+    accepted = accepted_arguments(entry.cls)
+    if accepted is not None:
+        unknown = sorted(set(kwargs) - accepted)
         if unknown:
-            accepted = ", ".join(n for n in params if n != "model")
-            raise ValueError(f"create_mixup({name!r}) does not take {', '.join(unknown)}; it takes: {accepted}")
+            names = ", ".join(sorted(accepted - {"model"}))
+            raise ValueError(f"create_mixup({name!r}) does not take {', '.join(unknown)}; it takes: {names}")
     return entry.cls(model=model, **{**entry.defaults, **kwargs})
 
 
@@ -81,3 +105,11 @@ register_mixup("cutmix", InputMixup, mixup_alpha=0.0, cutmix_alpha=1.0)
 register_mixup("mixup_cutmix", InputMixup, mixup_alpha=0.8, cutmix_alpha=1.0)
 register_mixup("manifold", ManifoldMixup)
 register_mixup("alignmixup", AlignMixup)
+# The authors' behaviour (shashankvkt/AlignMixup_CVPR22), difference by difference: their solver (raw
+# squared distances, eps 0.1, at most 100 log-domain iterations; every pair solved), their projection
+# (plan times n, rows not normalised), their loss (no label smoothing) and their pairing (a random
+# permutation per batch). docs/mixing.md says why mixkit's default differs in each.
+register_mixup(
+    "alignmixup_paper", AlignMixup, solver="reference", projection="scaled_plan", label_smoothing=0.0,
+    pairing="random",
+)

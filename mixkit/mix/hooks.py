@@ -4,16 +4,23 @@ A mixup call *arms* one layer with a mixing function; the next training forward 
 function on that layer's output, once, and disarms. Stock models need no edits: the hooks are plain
 ``register_forward_hook`` hooks on the unwrapped model's modules.
 
-Rules, each for a reason:
+Rules, each for a reason (mixed targets must never meet unmixed features silently):
 
-* Eval mode (``model.eval()``) never mixes and does not consume the armed mix, so a validation pass
-  between the mixup call and the training forward changes nothing.
-* If a training forward finishes without reaching the armed layer (timm's ResNet gradient
-  checkpointing calls ``checkpoint_seq(..., flatten=True)``, which runs the blocks of ``layer4``
-  without calling ``layer4`` itself), the root hook raises: the targets were already mixed, so training
-  on unmixed features would be silently wrong.
+* The mix fires on the first forward of the model that runs in training mode *with grad enabled*.
+  ``model.eval()`` forwards and forwards under ``torch.no_grad()`` / ``torch.inference_mode()`` (a
+  validation pass, logging, a teacher) never mix and leave the armed mix in place. The mode is read when
+  the model's own forward starts, so a block that reentrant checkpointing runs under no_grad inside a
+  training forward still mixes.
+* If a training forward finishes without reaching the armed layer, the root hook raises and names the
+  likely cause (gradient checkpointing that bypasses the module, or torch.compile code traced before the
+  hooks existed): the targets were already mixed.
+* A new arming while a mix is still armed warns and names why the first one was not used (eval mode,
+  grad disabled, or no forward at all). A second mixing function arming the same model is an error.
 * Activation checkpointing that re-runs the armed layer during backward gets the *same* mix again
   (the "replay"), so the recomputed activations match the forward ones.
+* The hooks are shared, not copied, by ``copy.deepcopy(model)`` (an EMA copy): they ignore the copy's
+  modules. Pickling a model with hooks attached (``torch.save(model)``) is refused with an error that
+  says to call ``remove()`` first.
 * The hook bodies are excluded from torch.compile tracing (``torch.compiler.disable``): the graph breaks
   at the mixed layer instead of recompiling for every new lam, direction or armed state.
 """
@@ -21,6 +28,7 @@ Rules, each for a reason:
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,12 +41,53 @@ __all__ = ["FeatureMixHooks", "MixFn", "check_feature_output"]
 
 MixFn = Callable[[torch.Tensor], torch.Tensor]
 
+PICKLE_ERROR = (
+    "mixkit's mixing hooks are attached to this model and hold the mixing state, so they cannot be pickled: "
+    "call mixup_fn.remove() (or leave its `with create_mixup(...)` block) before torch.save(model), or save "
+    "model.state_dict() instead"
+)
+
+# Live hook sets per model, to refuse a second mixing function arming the same model.
+_ATTACHED: weakref.WeakKeyDictionary[nn.Module, weakref.WeakSet[FeatureMixHooks]] = weakref.WeakKeyDictionary()
+
 
 def _in_backward() -> bool:
     # The autograd engine sets a graph task id while it runs backward, which is when both reentrant
     # and non-reentrant checkpointing recompute their segment.
     task_id = getattr(torch._C, "_current_graph_task_id", None)
     return task_id is not None and task_id() != -1
+
+
+def _compiled(model: nn.Module) -> bool:
+    """Whether torch.compile holds compiled code for the model class's forward (private API: best effort)."""
+    try:
+        from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list
+    except ImportError:
+        return False
+    code = getattr(type(model).forward, "__code__", None)
+    try:
+        return code is not None and len(_debug_get_cache_entry_list(code)) > 0
+    except Exception:  # noqa: BLE001 - a diagnostic must never mask the error it explains
+        return False
+
+
+class _Hook:
+    """One of mixkit's hooks: shared by deep copies of the model, refused by pickle with a clear message."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    @torch.compiler.disable
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __deepcopy__(self, memo: dict) -> _Hook:
+        return self  # the hook body checks which module called it, so a copy's modules are ignored
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(PICKLE_ERROR)
 
 
 def check_feature_output(layer: str, output: Any, batch_size: int, ndims: Sequence[int]) -> torch.Tensor:
@@ -83,9 +132,11 @@ class FeatureMixHooks:
     Args:
         model: The model (DDP / Accelerate / torch.compile wrappers are looked through).
         layers: Resolved module names that may be armed (``"input"`` is ignored: it needs no hook).
+        num_classes: The targets' number of classes, checked against the model's (B, K) output at the
+            first training forward (None: not checked).
     """
 
-    def __init__(self, *, model: nn.Module, layers: Sequence[str]) -> None:
+    def __init__(self, *, model: nn.Module, layers: Sequence[str], num_classes: int | None = None) -> None:
         if type(model).__name__ == "DataParallel":
             raise TypeError(
                 "nn.DataParallel splits the batch across replicas running in threads, so the flip(0) pairing "
@@ -93,13 +144,21 @@ class FeatureMixHooks:
             )
         self.model = unwrap_model(model)
         self.layers = tuple(name for name in layers if name != INPUT)
+        self.num_classes = num_classes
         self.num_fired = 0  # number of armed mixes consumed, for tests and debugging
+        self.removed = False
         self._pending: tuple[str, MixFn] | None = None
         self._replay: tuple[str, MixFn] | None = None
+        self._skipped: str | None = None  # why forwards since arming did not mix: "eval" or "no_grad"
+        self._forward_active: bool | None = None  # mixing allowed in the running forward (None: none runs)
+        self._output_checked = num_classes is None
         self._modules = {name: get_layer(self.model, name) for name in self.layers}
-        self._handles = [module.register_forward_hook(self._layer_hook(name)) for name, module in self._modules.items()]
-        self._handles.append(self.model.register_forward_pre_hook(self._root_pre_hook))
-        self._handles.append(self.model.register_forward_hook(self._root_post_hook))
+        self._handles = [
+            module.register_forward_hook(_Hook(self._make_layer_hook(name))) for name, module in self._modules.items()
+        ]
+        self._handles.append(self.model.register_forward_pre_hook(_Hook(self._root_pre_hook)))
+        self._handles.append(self.model.register_forward_hook(_Hook(self._root_post_hook)))
+        _ATTACHED.setdefault(self.model, weakref.WeakSet()).add(self)
 
     @property
     def armed(self) -> str | None:
@@ -107,40 +166,66 @@ class FeatureMixHooks:
         return None if self._pending is None else self._pending[0]
 
     def arm(self, layer: str, mix_fn: MixFn) -> None:
-        """Makes the next training forward replace ``layer``'s output with ``mix_fn(output)``."""
+        """Makes the next training forward replace ``layer``'s output with ``mix_fn(output)``.
+
+        Raises:
+            RuntimeError: The hooks were removed, or another mixing function has a mix armed on this model.
+        """
+        self.check_attached()
         if layer not in self.layers:
             raise ValueError(f"layer {layer!r} has no hook; hooked layers: {', '.join(self.layers)}")
+        for other in _ATTACHED.get(self.model, ()):
+            if other is not self and other._pending is not None:
+                raise RuntimeError(
+                    f"another mixkit mixing function has a mix armed on layer {other._pending[0]!r} of this model, "
+                    "so the next forward would mix twice; use one mixing function per model (call remove() on "
+                    "the old one, or create it with `with create_mixup(...) as mix:`)"
+                )
         if self._pending is not None:
-            warnings.warn(
-                f"the mix armed for layer {self._pending[0]!r} was never consumed by a training forward "
-                "(the mixup function was called twice without model(x) in between); the new call replaces it",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warnings.warn(self._unconsumed_warning(), RuntimeWarning, stacklevel=3)
         self._pending = (layer, mix_fn)
         self._replay = None
+        self._skipped = None
+
+    def check_attached(self) -> None:
+        """Raises RuntimeError if ``remove()`` was called."""
+        if self.removed:
+            raise RuntimeError(
+                "this mixing function's hooks were removed (remove(), or the end of its `with` block), so it "
+                "can no longer mix hidden features; create a new one with create_mixup(..., model=model)"
+            )
 
     def disarm(self) -> None:
         """Drops any armed mix (and the replay kept for checkpoint recomputation)."""
         self._pending = None
         self._replay = None
+        self._skipped = None
 
     def remove(self) -> None:
-        """Removes all hooks from the model."""
+        """Removes all hooks from the model; arming afterwards is an error."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
         self.disarm()
+        self.removed = True
+        attached = _ATTACHED.get(self.model)
+        if attached is not None:
+            attached.discard(self)
 
-    def _layer_hook(self, name: str) -> Callable[[nn.Module, Any, Any], Any]:
-        @torch.compiler.disable
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(PICKLE_ERROR)
+
+    def _mixing_allowed(self) -> bool:
+        if self._forward_active is not None:  # inside the model's own forward: its mode at the start decides
+            return self._forward_active
+        return self.model.training and torch.is_grad_enabled()
+
+    def _make_layer_hook(self, name: str) -> Callable[[nn.Module, Any, Any], Any]:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:
-            # A deepcopy of the model (an EMA copy made after this object) carries the hooks along; only
-            # the modules registered here take part.
-            if module is not self._modules.get(name) or not self.model.training:
+            if module is not self._modules.get(name):  # a deep copy's module (EMA): never mixed
                 return None
             pending = self._pending
-            if pending is not None and pending[0] == name:
+            if pending is not None and pending[0] == name and not _in_backward() and self._mixing_allowed():
                 self._pending = None
                 self._replay = pending
                 self.num_fired += 1
@@ -152,23 +237,65 @@ class FeatureMixHooks:
 
         return hook
 
-    @torch.compiler.disable
     def _root_pre_hook(self, module: nn.Module, args: Any) -> None:
-        if module is self.model and not _in_backward():
-            self._replay = None  # a new forward: the previous step's mix must not be replayed
-
-    @torch.compiler.disable
-    def _root_post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
-        if module is not self.model or self._pending is None or not module.training or _in_backward():
+        if module is not self.model or _in_backward():
             return
-        layer = self._pending[0]
-        self._pending = None
-        children = [child for child, _ in get_layer(self.model, layer).named_children()]
-        block = f"{layer}.{children[-1]}" if children else "a block inside the stage"
-        raise RuntimeError(
-            f"a mix was armed for layer {layer!r} but the training forward finished without calling that "
-            "module, so the mixed targets would meet unmixed features. Most likely gradient checkpointing "
-            "bypasses it (timm's ResNet runs checkpoint_seq(flatten=True) over the blocks of each stage): "
-            f"call model.set_grad_checkpointing(False), or use a block inside the stage ({block!r}) as the "
-            "layer, or check that the model's forward calls this module."
+        active = module.training and torch.is_grad_enabled()
+        self._forward_active = active
+        if active:
+            self._replay = None  # a new training forward: the previous step's mix must not be replayed
+        elif self._pending is not None:
+            self._skipped = "eval" if not module.training else "no_grad"
+
+    def _root_post_hook(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module is not self.model or _in_backward():
+            return
+        active, self._forward_active = self._forward_active, None
+        if not active:
+            return
+        if not self._output_checked and isinstance(output, torch.Tensor) and output.ndim == 2:
+            self._output_checked = True
+            if output.shape[1] != self.num_classes:
+                self.disarm()
+                raise ValueError(
+                    f"the model outputs {output.shape[1]} classes but the mixing function was created with "
+                    f"num_classes={self.num_classes}: pass num_classes={output.shape[1]} to create_mixup"
+                )
+        if self._pending is not None:
+            layer = self._pending[0]
+            self._pending = None
+            raise RuntimeError(self._bypass_message(layer))
+
+    def _unconsumed_warning(self) -> str:
+        layer = self._pending[0] if self._pending else "?"
+        causes = {
+            "eval": "every forward since then ran in eval mode (model.eval()), which never mixes: call "
+            "model.train() before the training forward",
+            "no_grad": "every forward since then ran with gradients disabled (torch.no_grad() or "
+            "torch.inference_mode()), which never mixes: run the training forward with grad enabled",
+        }
+        cause = causes.get(self._skipped or "", "the mixup function was called twice without a training "
+                           "forward model(x) in between")
+        return f"the mix armed for layer {layer!r} was never consumed: {cause}. The new call replaces it."
+
+    def _bypass_message(self, layer: str) -> str:
+        head = (
+            f"a mix was armed for layer {layer!r} but the training forward finished without running that "
+            "module's hook, so the mixed targets would meet unmixed features. "
         )
+        if getattr(self.model, "grad_checkpointing", False):
+            children = [child for child, _ in get_layer(self.model, layer).named_children()]
+            block = f"{layer}.{children[-1]}" if children else "a block inside the stage"
+            return head + (
+                "Gradient checkpointing is on and bypasses the module (timm's ResNet runs "
+                "checkpoint_seq(flatten=True) over the blocks of each stage): call "
+                f"model.set_grad_checkpointing(False), or use a block inside the stage ({block!r}) as the layer."
+            )
+        if _compiled(self.model):
+            return head + (
+                "The model runs through torch.compile, and its compiled code was traced before mixkit's hooks "
+                f"were attached (an earlier compiled forward of this {type(self.model).__name__} or of another "
+                "model of the same class); compiled code does not run hooks added later. Create the mixing "
+                "function before the first compiled forward, or call torch.compiler.reset() after creating it."
+            )
+        return head + "Check that the model's forward calls this module, or pick a layer it calls."

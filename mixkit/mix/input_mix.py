@@ -13,19 +13,29 @@ import torch
 from timm.data import Mixup
 from torch import nn
 
-from .targets import check_batch, check_config, check_targets, soft_targets
+from .context import MixupContext
+from .targets import (
+    LabelRangeCheck,
+    check_batch,
+    check_config,
+    check_model_classes,
+    check_targets,
+    soft_targets,
+)
 
 __all__ = ["InputMixup"]
 
 
-class InputMixup(Mixup):
+class InputMixup(Mixup, MixupContext):
     """timm's Mixup / CutMix with checks and odd-batch support.
 
     Pairing is timm's: sample ``i`` mixes with ``B - 1 - i`` (``x.flip(0)``). timm asserts an even batch;
     here an odd batch is accepted and its middle sample pairs with itself, so it stays unmixed (its
     target stays its own smoothed one-hot). A batch of one is therefore returned unmixed.
 
-    Like timm's, the call mixes ``x`` in place and returns it.
+    Like timm's, the call mixes ``x`` in place and returns it. The targets are timm's values
+    (``soft_targets``), built without a device-side assert for bad labels, whose range is checked without
+    a host sync on CUDA (``LabelRangeCheck``).
 
     Args:
         mixup_alpha: Beta(alpha, alpha) parameter of mixup; mixup is active if > 0.
@@ -38,7 +48,7 @@ class InputMixup(Mixup):
         label_smoothing: Label smoothing of the soft targets.
         num_classes: Number of classes of the targets.
         multi_label: Targets are dense (B, num_classes) multi-label vectors (timm's multi_label).
-        model: Accepted and ignored, so that every method is built with the same call.
+        model: Optional; only its ``num_classes`` (timm models) is checked against ``num_classes``.
     """
 
     def __init__(
@@ -57,6 +67,7 @@ class InputMixup(Mixup):
         model: nn.Module | None = None,
     ) -> None:
         check_config(num_classes=num_classes, label_smoothing=label_smoothing, prob=prob, mode=mode)
+        check_model_classes(model, num_classes)
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}")
         if cutmix_minmax is not None:
@@ -83,30 +94,31 @@ class InputMixup(Mixup):
             kwargs["multi_label"] = True
         super().__init__(**kwargs)
         self.multi_label = multi_label
+        self.check_labels = LabelRangeCheck(num_classes)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixes a batch.
 
         Args:
-            x: (B, C, H, W) float images (any shape with a batch dimension for mixup alone).
+            x: (B, C, H, W) float images.
             target: (B,) integer class indices.
 
         Returns:
             The mixed ``x`` (the same tensor, edited in place) and (B, num_classes) soft targets.
         """
         batch_size = check_batch(x)
-        if (self.cutmix_alpha > 0 or self.cutmix_minmax is not None) and x.ndim != 4:
-            raise ValueError(f"CutMix needs (B, C, H, W) images, got x of shape {tuple(x.shape)}")
         check_targets(target, batch_size, self.num_classes, self.multi_label)
-        if batch_size % 2 == 0:
-            return super().__call__(x, target)
-        # Odd batch: timm's per-mode mixing with the flip(0) pairing, whose middle sample meets itself.
+        if not self.multi_label:
+            self.check_labels(target)
+        # timm's per-mode mixing with the flip(0) pairing (timm's own __call__ for even batches does the
+        # same); in an odd batch the middle sample meets itself.
         if self.mode == "elem":
             lam = self._mix_elem(x)
         elif self.mode == "pair":
-            lam = self._mix_pair(x)  # covers the B // 2 outer pairs; the middle sample is untouched
-            half = batch_size // 2
-            lam = torch.cat([lam[:half], lam.new_ones(1, 1), lam[half:]])
+            lam = self._mix_pair(x)  # covers the B // 2 outer pairs; an odd batch's middle is untouched
+            if batch_size % 2:
+                half = batch_size // 2
+                lam = torch.cat([lam[:half], lam.new_ones(1, 1), lam[half:]])
         else:
             lam = self._mix_batch(x)
         target = soft_targets(

@@ -16,8 +16,10 @@ __all__ = [
     "INPUT",
     "LayerSpec",
     "default_feature_layer",
+    "feature_info_entries",
     "feature_info_names",
     "get_layer",
+    "infer_map_layout",
     "resolve_layer",
     "resolve_layers",
     "unwrap_model",
@@ -64,17 +66,46 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def feature_info_names(model: nn.Module) -> list[str]:
-    """Module names of timm's ``feature_info`` stages, shallowest first ([] for other models)."""
+def feature_info_entries(model: nn.Module) -> list[dict]:
+    """timm's ``feature_info`` stages, shallowest first, as dicts with 'module', 'num_chs', 'reduction'.
+
+    The one place that reads timm's two forms: the list of dicts of a classifier and the ``FeatureInfo``
+    object of a ``features_only`` model. A value an entry lacks is None; other models give [].
+    """
     info = getattr(unwrap_model(model), "feature_info", None)
     if info is None:
         return []
     if hasattr(info, "module_name"):  # timm FeatureInfo (features_only models)
-        return list(info.module_name())
+        return [dict(module=m, num_chs=c, reduction=r)
+                for m, c, r in zip(info.module_name(), info.channels(), info.reduction(), strict=True)]
     try:
-        return [str(entry["module"]) for entry in info]
-    except (TypeError, KeyError):
+        return [dict(module=str(e["module"]), num_chs=e.get("num_chs"), reduction=e.get("reduction")) for e in info]
+    except (TypeError, KeyError, AttributeError):
         return []
+
+
+def feature_info_names(model: nn.Module) -> list[str]:
+    """Module names of timm's ``feature_info`` stages, shallowest first ([] for other models)."""
+    return [entry["module"] for entry in feature_info_entries(model)]
+
+
+def infer_map_layout(model: nn.Module, layer: str, shape: Sequence[int]) -> str:
+    """Whether a 4-d output of ``layer`` is 'nchw' or 'nhwc' (timm Swin and MambaOut stages are NHWC).
+
+    Evidence, strongest first: the stage's channel count in timm's ``feature_info``; the model's
+    ``output_fmt`` attribute (timm models whose stages keep channels last say 'NHWC'); a square map in one
+    reading but not the other. Without any, PyTorch's convention, NCHW.
+    """
+    inner = unwrap_model(model)
+    channels = next((e["num_chs"] for e in feature_info_entries(inner) if e["module"] == layer), None)
+    if channels is not None and (shape[1] == channels) != (shape[3] == channels):
+        return "nchw" if shape[1] == channels else "nhwc"
+    fmt = getattr(inner, "output_fmt", None)
+    if isinstance(fmt, str) and fmt.upper() in ("NCHW", "NHWC"):
+        return fmt.lower()
+    if shape[1] == shape[2] != shape[3]:
+        return "nhwc"
+    return "nchw"
 
 
 def default_feature_layer(model: nn.Module) -> str:
