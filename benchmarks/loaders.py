@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -42,9 +43,12 @@ import torch
 from common import machine
 from tqdm import tqdm
 
-from mixkit.data import build_photo_folder, create_loader
+from mixkit.data import create_loader
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent / "tests"))  # the photo ImageFolder is a test fixture, not package API
+from data_photos import build_photo_folder  # noqa: E402
+
 RESULTS = ROOT / "results"
 BACKENDS = ("torch", "ffcv", "dali")
 

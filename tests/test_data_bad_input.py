@@ -1,6 +1,7 @@
 """Bad input for every backend: a clear error, or a documented skip that is counted and reported."""
 from __future__ import annotations
 
+import copy
 import shutil
 from collections import Counter
 
@@ -171,9 +172,10 @@ def test_convert_cli_bad_input(bad_folder, tmp_path, capsys):
 
 
 def test_missing_backend_package_is_named(bad_folder, monkeypatch):
-    from mixkit.data import factory
+    from mixkit.data import factory, register_backend
 
-    monkeypatch.setitem(factory._BACKENDS, "fake", "mixkit_no_such_module:Loader")
+    monkeypatch.setattr(factory, "_BACKENDS", copy.deepcopy(factory._BACKENDS))  # restored afterwards
+    register_backend("fake", "mixkit_no_such_module:Loader")
     with pytest.raises(ImportError, match="loader backend 'fake' needs a package that is missing"):
         create_loader("fake", bad_folder[0].root, batch_size=2, is_training=False)
 

@@ -8,10 +8,11 @@ import tarfile
 import numpy as np
 import pytest
 from data_fixtures import make_colour_folder
+from data_photos import build_photo_folder
 from PIL import Image
 
 from mixkit.cli import SUBCOMMANDS, build_parser, main
-from mixkit.data import build_photo_folder, resolve_rank, scan_image_folder, shard_indices
+from mixkit.data import resolve_rank, scan_image_folder, shard_indices
 from mixkit.data.sharding import ShardSampler
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

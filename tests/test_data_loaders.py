@@ -6,8 +6,9 @@ from collections import Counter
 import pytest
 import torch
 from data_fixtures import identify, make_colour_folder, run_epoch
+from data_photos import build_photo_folder
 
-from mixkit.data import build_photo_folder, create_loader, scan_image_folder, shard_indices
+from mixkit.data import create_loader, scan_image_folder, shard_indices
 
 # numba's finaliser raises a harmless KeyError at garbage collection after ffcv's compiled pipelines.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

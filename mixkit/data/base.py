@@ -12,38 +12,20 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from .config import LoaderConfig, resolve_device
+
 __all__ = ["LoaderBase", "resolve_device"]
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The target device: ``device``, or CUDA when available, else CPU.
-
-    Raises:
-        ValueError: A CUDA device was asked for without CUDA.
-    """
-    if device is None:
-        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
-            else torch.device("cpu")
-    device = torch.device(device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device} was asked for but CUDA is not available: pass device='cpu'.")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
 class LoaderBase(ABC):
-    """Epoch bookkeeping and the final device/layout step common to all backends.
+    """Epoch bookkeeping, the shard-size check and the final device/layout step common to all backends.
+
+    A backend calls ``super().__init__(config, ...)`` first and ``_set_shard(...)`` once it knows how many
+    samples its rank reads.
 
     Args:
-        batch_size: Samples per batch.
-        is_training: Training mode (random crop, flip, shuffle, drop_last) or evaluation mode.
-        device: Target device.
-        channels_last: Return images in channels-last memory format.
-        drop_last: Drop the last incomplete batch.
-        rank: Global rank of this process.
-        world_size: Number of processes.
+        config: The shared options (``LoaderConfig``); its fields are also readable as attributes of the
+            loader (``loader.batch_size``, ``loader.rank``, ...).
         classes: Class names; a label is an index into this list.
         skipped: (path, reason) pairs of the bad files skipped under ``skip_corrupt``.
     """
@@ -52,29 +34,46 @@ class LoaderBase(ABC):
 
     def __init__(
             self,
+            config: LoaderConfig,
             *,
-            batch_size: int,
-            is_training: bool,
-            device: torch.device,
-            channels_last: bool,
-            drop_last: bool,
-            rank: int,
-            world_size: int,
             classes: Sequence[str] | None = None,
             skipped: Sequence[tuple[str, str]] = (),
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.batch_size = batch_size
-        self.is_training = is_training
-        self.device = device
-        self.channels_last = channels_last
-        self.drop_last = drop_last
-        self.rank = rank
-        self.world_size = world_size
+        if not isinstance(config, LoaderConfig):
+            raise TypeError(f"config must be a mixkit.data.LoaderConfig, got {type(config).__name__}.")
+        self.config = config
         self.classes = list(classes) if classes is not None else None
         self.skipped = list(skipped)
         self.epoch = 0
+        self._shard_size: int | None = None
+
+    def __getattr__(self, name: str):
+        # The shared options read as loader attributes (loader.batch_size, loader.device, ...).
+        config = self.__dict__.get("config")
+        if config is not None and name in LoaderConfig.__dataclass_fields__:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _set_shard(self, shard_size: int, num_samples: int) -> None:
+        """Records the samples of this rank's shard; a training loader that would yield nothing is an
+        error here, at construction, rather than an empty epoch.
+
+        Raises:
+            ValueError: Training, and the shard is empty or (with drop_last) smaller than one batch.
+        """
+        c = self.config
+        self._shard_size = int(shard_size)
+        if not c.is_training:
+            return
+        where = (f"the {self.backend!r} training loader of rank {c.rank} of {c.world_size} would yield no "
+                 "batch")
+        if shard_size == 0:
+            raise ValueError(f"{where}: the rank has no training sample ({num_samples} in all). Use at most "
+                             f"{num_samples} ranks, or more data.")
+        if c.drop_last and shard_size < c.batch_size:
+            raise ValueError(f"{where}: its shard holds {shard_size} of {num_samples} samples, fewer than "
+                             f"batch_size={c.batch_size}, and drop_last=True drops the incomplete batch. Use "
+                             f"batch_size <= {shard_size}, fewer ranks or more data, or drop_last=False.")
 
     @property
     def num_skipped(self) -> int:
@@ -82,17 +81,19 @@ class LoaderBase(ABC):
         return len(self.skipped)
 
     @property
-    @abstractmethod
     def shard_size(self) -> int:
         """Samples in this rank's shard (before drop_last)."""
+        if self._shard_size is None:
+            raise RuntimeError(f"{type(self).__name__} did not call _set_shard in its __init__.")
+        return self._shard_size
 
     def set_epoch(self, epoch: int) -> None:
         """Makes the next ``iter()`` run epoch ``epoch``; later ones continue from there."""
         self.epoch = epoch
 
     def __len__(self) -> int:
-        n = self.shard_size
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        n, b = self.shard_size, self.config.batch_size
+        return n // b if self.config.drop_last else -(-n // b)
 
     @abstractmethod
     def _iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -102,13 +103,15 @@ class LoaderBase(ABC):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch
         self.epoch += 1
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        non_blocking = self.device.type == "cuda"
+        device = self.config.device
+        fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        non_blocking = device.type == "cuda"
         for images, labels in self._iter_epoch(epoch):
-            images = images.to(self.device, non_blocking=non_blocking).contiguous(memory_format=fmt)
-            labels = labels.to(self.device, dtype=torch.int64, non_blocking=non_blocking).reshape(-1)
+            images = images.to(device, non_blocking=non_blocking).contiguous(memory_format=fmt)
+            labels = labels.to(device, dtype=torch.int64, non_blocking=non_blocking).reshape(-1)
             yield images, labels
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(batches={len(self)}, batch_size={self.batch_size}, "
-                f"training={self.is_training}, device={self.device}, rank={self.rank}/{self.world_size})")
+        c = self.config
+        return (f"{type(self).__name__}(batches={len(self)}, batch_size={c.batch_size}, "
+                f"training={c.is_training}, device={c.device}, rank={c.rank}/{c.world_size})")

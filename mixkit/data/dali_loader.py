@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,36 +26,152 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from .base import LoaderBase
+from .config import LoaderConfig
 from .convert import dali_index_path
 from .imagefolder import scan_image_folder
 from .sharding import sample_order, shard_bounds
 
 __all__ = ["DaliLoader", "find_tar_shards"]
 
+_FIX_WDS = "write them with `mixkit convert IMAGEFOLDER OUT_DIR --format wds`"
+
+
+def _read_wds_index(directory: Path) -> tuple[list[Path], dict] | None:
+    # The <prefix>.json index of a `mixkit convert --format wds` directory: its shards and metadata.
+    indexes = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            meta = json.loads(path.read_text())
+        except ValueError as e:
+            raise ValueError(f"webdataset index {str(path)!r} is not valid JSON ({e}): {_FIX_WDS} "
+                             "--overwrite.") from e
+        if isinstance(meta, dict) and "shards" in meta:
+            indexes.append((path, meta))
+    if not indexes:
+        return None
+    if len(indexes) > 1:
+        raise ValueError(f"directory {str(directory)!r} holds {len(indexes)} webdataset indexes "
+                         f"{[p.name for p, _ in indexes]}: one directory holds one conversion; convert again "
+                         "with --overwrite, or pass the shards as a list.")
+    return [directory / name for name in indexes[0][1]["shards"]], indexes[0][1]
+
 
 def find_tar_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path] | None:
-    """The webdataset shards named by ``source`` (a .tar, a list of them, or a directory holding only
-    .tar files), or None when ``source`` is an ImageFolder.
+    """The webdataset shards named by ``source``, or None when ``source`` is an ImageFolder.
+
+    ``source`` is a .tar, a list of them, or a directory: one written by ``mixkit convert --format wds``
+    gives exactly the shards its ``<prefix>.json`` index lists (other .tar files there are not read); a
+    directory without an index gives its .tar files when it holds nothing else.
 
     Raises:
-        FileNotFoundError: A named .tar is missing.
+        FileNotFoundError: A named or listed .tar is missing.
+        ValueError: A directory with several indexes, or an unreadable one.
     """
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            tars = sorted(path.glob("*.tar"))
-            others = [p for p in path.iterdir() if p.suffix not in (".tar", ".json", ".idx")]
-            return tars if tars and not others else None
-        if path.suffix != ".tar":
+            listed = _read_wds_index(path)
+            if listed is not None:
+                paths = listed[0]
+            else:
+                tars = sorted(path.glob("*.tar"))
+                others = [p for p in path.iterdir() if p.suffix not in (".tar", ".json", ".idx")]
+                return tars if tars and not others else None
+        elif path.suffix != ".tar":
             return None
-        paths = [path]
+        else:
+            paths = [path]
     else:
         paths = [Path(p) for p in source]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"webdataset shards {missing} do not exist: write them with "
-                                "`mixkit convert IMAGEFOLDER OUT_DIR --format wds`.")
+        raise FileNotFoundError(f"webdataset shards {missing} do not exist: {_FIX_WDS}.")
     return paths
+
+
+@dataclass
+class _Source:
+    """What the DALI reader reads: an ImageFolder's file list, or tar shards."""
+
+    classes: list[str] | None
+    skipped: list[tuple[str, str]]
+    files: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    tars: list[Path] | None = None
+    index_paths: list[str] = field(default_factory=list)
+    num_samples: int | None = None  # None: known once the reader has scanned the tars
+
+
+def _resolve_source(source, config: LoaderConfig, *, skip_corrupt: bool, validate: bool) -> _Source:
+    """What to read: a validated ImageFolder's files in the shared partition's order, or the tar shards
+    with their index's classes, skipped files and sample count."""
+    tars = find_tar_shards(source)
+    if tars is None:
+        index = scan_image_folder(source, validate=validate, skip_corrupt=skip_corrupt)
+        # Pass the file list in the order of the shared partition (a seeded permutation cut to equal
+        # shards for training), so that DALI's contiguous shards are exactly mixkit's shards.
+        order = sample_order(len(index), world_size=config.world_size,
+                             seed=config.seed if config.is_training else None, equal_size=config.is_training)
+        return _Source(classes=index.classes, skipped=index.skipped,
+                       files=[index.samples[i][0] for i in order],
+                       labels=[index.samples[i][1] for i in order],
+                       num_samples=len(order))
+    try:
+        listed = _read_wds_index(tars[0].parent)
+    except ValueError:
+        if isinstance(source, (str, os.PathLike)):
+            raise
+        listed = None  # an explicit list of shards: their folder's indexes are not needed
+    meta = listed[1] if listed is not None and set(listed[0]) >= set(tars) else {}
+    # Index files from `mixkit convert --format wds` when all exist; else DALI scans the tars.
+    index_paths = [str(dali_index_path(p)) for p in tars]
+    return _Source(classes=meta.get("classes"), skipped=[tuple(s) for s in meta.get("skipped", [])],
+                   tars=tars, index_paths=index_paths if all(Path(p).is_file() for p in index_paths) else [],
+                   num_samples=meta.get("num_samples") if meta and set(listed[0]) == set(tars) else None)
+
+
+def _build_pipeline(source: _Source, config: LoaderConfig, *, prefetch_queue_depth: int, initial_fill: int):
+    """The DALI pipeline (not yet built): reader, decoder, crop/resize, flip and normalisation."""
+    c = config
+    gpu = c.device.type == "cuda"
+    decoder_device, op_device = ("mixed", "gpu") if gpu else ("cpu", "cpu")
+    mean255 = [m * 255 for m in c.mean]
+    std255 = [s * 255 for s in c.std]
+    layout = "HWC" if c.channels_last else "CHW"
+    reader_args = dict(shard_id=c.rank, num_shards=c.world_size, stick_to_shard=True, pad_last_batch=True,
+                       random_shuffle=c.is_training, initial_fill=initial_fill, name="Reader")
+
+    @pipeline_def(batch_size=c.batch_size, num_threads=max(1, c.num_workers),
+                  device_id=c.device.index if gpu else None, seed=c.seed + c.rank,
+                  prefetch_queue_depth=prefetch_queue_depth)
+    def pipeline():
+        if source.tars is None:
+            encoded, label = fn.readers.file(files=source.files, labels=source.labels, **reader_args)
+        else:
+            exts = ";".join(e.lstrip(".") for e in IMG_EXTENSIONS)
+            encoded, label = fn.readers.webdataset(
+                paths=[str(p) for p in source.tars], index_paths=source.index_paths, ext=[exts, "label"],
+                dtypes=[types.UINT8, types.INT64], missing_component_behavior="error", **reader_args)
+        if c.is_training:
+            images = fn.decoders.image_random_crop(encoded, device=decoder_device, output_type=types.RGB,
+                                                   random_area=list(c.scale),
+                                                   random_aspect_ratio=list(c.ratio),
+                                                   num_attempts=10)
+            images = fn.resize(images, device=op_device, resize_x=c.img_size, resize_y=c.img_size,
+                               interp_type=types.INTERP_LINEAR)
+            mirror = fn.random.coin_flip(probability=c.hflip)
+            images = fn.crop_mirror_normalize(images, device=op_device, dtype=types.FLOAT,
+                                              output_layout=layout, mean=mean255, std=std255, mirror=mirror)
+        else:
+            images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+            images = fn.resize(images, device=op_device, resize_shorter=round(c.img_size / c.crop_pct),
+                               interp_type=types.INTERP_LINEAR)
+            images = fn.crop_mirror_normalize(images, device=op_device, dtype=types.FLOAT,
+                                              output_layout=layout, crop=(c.img_size, c.img_size),
+                                              crop_pos_x=0.5, crop_pos_y=0.5, mean=mean255, std=std255)
+        return images, label
+
+    return pipeline()
 
 
 class DaliLoader(LoaderBase):
@@ -66,24 +183,11 @@ class DaliLoader(LoaderBase):
     ``crop_mirror_normalize``.
 
     Args:
-        source: ImageFolder root, or webdataset shards (a .tar, a list, or a directory of .tar files
-            written by ``mixkit convert --format wds``; samples need a ``.label`` int64 component).
-        batch_size: Samples per batch.
-        is_training: Training or evaluation mode.
-        img_size: Output side length.
-        num_workers: DALI CPU threads.
-        device: Target device; CUDA selects the mixed decoder and GPU operators.
-        channels_last: Return channels-last images (DALI writes HWC: no copy).
-        drop_last: Drop the last incomplete batch.
-        rank: Global rank (the reader's shard_id).
-        world_size: Number of processes (the reader's num_shards).
-        seed: Seed of the shard partition and of DALI's random operators.
-        mean: Normalisation mean (0-1 scale).
-        std: Normalisation std (0-1 scale).
-        crop_pct: Evaluation centre-crop fraction.
-        scale: RandomResizedCrop area range.
-        ratio: RandomResizedCrop aspect-ratio range.
-        hflip: Horizontal flip probability.
+        source: ImageFolder root, or webdataset shards (a .tar, a list, or a directory written by
+            ``mixkit convert --format wds``; samples need a ``.label`` int64 component).
+        config: The shared options (``LoaderConfig``); ``num_workers`` are DALI CPU threads, a CUDA
+            ``device`` selects the mixed decoder and GPU operators, ``rank``/``world_size`` are the
+            reader's shard_id/num_shards, and ``channels_last`` is DALI's HWC output (no copy).
         skip_corrupt: Skip bad files of an ImageFolder instead of raising (see ``scan_image_folder``).
         validate: Decode every ImageFolder file once up front to find bad ones.
         prefetch_queue_depth: Batches DALI prepares ahead.
@@ -96,109 +200,36 @@ class DaliLoader(LoaderBase):
     def __init__(
             self,
             source: str | os.PathLike | Sequence[str | os.PathLike],
+            config: LoaderConfig,
             *,
-            batch_size: int,
-            is_training: bool,
-            img_size: int,
-            num_workers: int,
-            device: torch.device,
-            channels_last: bool,
-            drop_last: bool,
-            rank: int,
-            world_size: int,
-            seed: int,
-            mean: tuple[float, float, float],
-            std: tuple[float, float, float],
-            crop_pct: float,
-            scale: tuple[float, float],
-            ratio: tuple[float, float],
-            hflip: float,
             skip_corrupt: bool = False,
             validate: bool = True,
             prefetch_queue_depth: int = 2,
             initial_fill: int = 1024,
     ) -> None:
-        tars = find_tar_shards(source)
-        reader_args = dict(shard_id=rank, num_shards=world_size, stick_to_shard=True, pad_last_batch=True,
-                           random_shuffle=is_training, initial_fill=initial_fill, name="Reader")
-        if tars is None:
-            index = scan_image_folder(source, validate=validate, skip_corrupt=skip_corrupt)
-            classes, skipped = index.classes, index.skipped
-            # Pass the file list in the order of the shared partition (a seeded permutation cut to equal
-            # shards for training), so that DALI's contiguous shards are exactly mixkit's shards.
-            order = sample_order(len(index), world_size=world_size, seed=seed if is_training else None,
-                                 equal_size=is_training)
-            files = [index.samples[i][0] for i in order]
-            labels = [index.samples[i][1] for i in order]
-            num_samples = len(files)
-        else:
-            meta_files = sorted(tars[0].parent.glob("*.json"))
-            meta = json.loads(meta_files[0].read_text()) if meta_files else {}
-            classes, skipped = meta.get("classes"), [tuple(s) for s in meta.get("skipped", [])]
-            num_samples = None
-            # Index files from `mixkit convert --format wds` when all exist; else DALI scans the tars.
-            index_paths = [str(dali_index_path(p)) for p in tars]
-            if not all(Path(p).is_file() for p in index_paths):
-                index_paths = []
-        super().__init__(batch_size=batch_size, is_training=is_training, device=device,
-                         channels_last=channels_last, drop_last=drop_last, rank=rank, world_size=world_size,
-                         classes=classes, skipped=skipped)
-
-        gpu = device.type == "cuda"
-        decoder_device, op_device = ("mixed", "gpu") if gpu else ("cpu", "cpu")
-        mean255 = [m * 255 for m in mean]
-        std255 = [s * 255 for s in std]
-        layout = "HWC" if channels_last else "CHW"
-
-        @pipeline_def(batch_size=batch_size, num_threads=max(1, num_workers),
-                      device_id=device.index if gpu else None, seed=seed + rank,
-                      prefetch_queue_depth=prefetch_queue_depth)
-        def pipeline():
-            if tars is None:
-                encoded, label = fn.readers.file(files=files, labels=labels, **reader_args)
-            else:
-                exts = ";".join(e.lstrip(".") for e in IMG_EXTENSIONS)
-                encoded, label = fn.readers.webdataset(
-                    paths=[str(p) for p in tars], index_paths=index_paths, ext=[exts, "label"],
-                    dtypes=[types.UINT8, types.INT64], missing_component_behavior="error", **reader_args)
-            if is_training:
-                images = fn.decoders.image_random_crop(encoded, device=decoder_device, output_type=types.RGB,
-                                                       random_area=list(scale), random_aspect_ratio=list(ratio),
-                                                       num_attempts=10)
-                images = fn.resize(images, device=op_device, resize_x=img_size, resize_y=img_size,
-                                   interp_type=types.INTERP_LINEAR)
-                mirror = fn.random.coin_flip(probability=hflip)
-                images = fn.crop_mirror_normalize(images, device=op_device, dtype=types.FLOAT,
-                                                  output_layout=layout, mean=mean255, std=std255, mirror=mirror)
-            else:
-                images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-                images = fn.resize(images, device=op_device, resize_shorter=round(img_size / crop_pct),
-                                   interp_type=types.INTERP_LINEAR)
-                images = fn.crop_mirror_normalize(images, device=op_device, dtype=types.FLOAT,
-                                                  output_layout=layout, crop=(img_size, img_size),
-                                                  crop_pos_x=0.5, crop_pos_y=0.5, mean=mean255, std=std255)
-            return images, label
-
-        self.pipeline = pipeline()
+        resolved = _resolve_source(source, config, skip_corrupt=skip_corrupt, validate=validate)
+        super().__init__(config, classes=resolved.classes, skipped=resolved.skipped)
+        if resolved.num_samples is not None:  # before building: DALI's readers fail on too few samples
+            self._set_shard(self._rank_share(resolved.num_samples), resolved.num_samples)
+        self.pipeline = _build_pipeline(resolved, config, prefetch_queue_depth=prefetch_queue_depth,
+                                        initial_fill=initial_fill)
         self.pipeline.build()
-        if num_samples is None:
-            num_samples = int(self.pipeline.reader_meta("Reader")["epoch_size"])  # unpadded
-        start, stop = shard_bounds(num_samples, rank, world_size)
-        self._shard_size = stop - start
-        if is_training:
-            # Tar shards cannot be cut to equal sizes before reading (an ImageFolder's list is), so
-            # training counts num_samples // world_size per rank and _iter_epoch stops every rank after
-            # the same number of batches.
-            self._shard_size = num_samples // world_size
-        if self._shard_size == 0 and is_training:
-            raise ValueError(f"rank {rank} of {world_size} has no training sample ({num_samples} in all).")
-        policy = LastBatchPolicy.DROP if drop_last else LastBatchPolicy.PARTIAL
+        num_samples = int(self.pipeline.reader_meta("Reader")["epoch_size"])  # unpadded
+        if resolved.num_samples is not None and num_samples != resolved.num_samples:
+            raise ValueError(f"webdataset shards {[str(p) for p in resolved.tars or []]} hold {num_samples} "
+                             f"samples but their index lists {resolved.num_samples}: {_FIX_WDS} --overwrite.")
+        self._set_shard(self._rank_share(num_samples), num_samples)
+        policy = LastBatchPolicy.DROP if config.drop_last else LastBatchPolicy.PARTIAL
         self.iterator = DALIGenericIterator(self.pipeline, ["images", "labels"], reader_name="Reader",
                                             last_batch_policy=policy, auto_reset=True)
 
-    @property
-    def shard_size(self) -> int:
-        return self._shard_size
+    def _rank_share(self, num_samples: int) -> int:
+        # Tar shards cannot be cut to equal sizes before reading (an ImageFolder's list is), so training
+        # counts num_samples // world_size per rank and _iter_epoch stops every rank after the same
+        # number of batches; evaluation reads DALI's block of the list.
+        c = self.config
+        start, stop = shard_bounds(num_samples, c.rank, c.world_size)
+        return num_samples // c.world_size if c.is_training else stop - start
 
     def _iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # DALI's reader advances its own shuffle every pass; ``epoch`` cannot select it.
@@ -207,7 +238,7 @@ class DaliLoader(LoaderBase):
             if i >= num_batches:
                 continue  # drained, not yielded: the iterator resets only at the end of its epoch
             images = batch[0]["images"]
-            if self.channels_last:
+            if self.config.channels_last:
                 images = images.permute(0, 3, 1, 2)  # NHWC memory seen as NCHW: channels-last, no copy
             yield images, batch[0]["labels"]
 

@@ -1,43 +1,47 @@
 """``create_loader``: one interface over the 'torch', 'ffcv' and 'dali' backends, looked up by name."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import os
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-
-from .base import LoaderBase, resolve_device
-from .sharding import resolve_rank
+from ..registry import Registry
+from .base import LoaderBase
+from .config import LoaderConfig, config_fields
 
 __all__ = ["create_loader", "list_backends", "register_backend"]
 
-# Backend name -> "module:class", imported on first use so that ffcv and DALI stay optional.
-_BACKENDS: dict[str, str] = {
-    "torch": "mixkit.data.torch_loader:TorchLoader",
-    "ffcv": "mixkit.data.ffcv_loader:FfcvLoader",
-    "dali": "mixkit.data.dali_loader:DaliLoader",
-}
+# Backend name -> its class, or "module:class" imported on first use so that ffcv and DALI stay optional.
+_BACKENDS: Registry[str | type[LoaderBase]] = Registry("loader backend")
+_BACKENDS.register("torch", "mixkit.data.torch_loader:TorchLoader")
+_BACKENDS.register("ffcv", "mixkit.data.ffcv_loader:FfcvLoader")
+_BACKENDS.register("dali", "mixkit.data.dali_loader:DaliLoader")
 _EXTRAS = {"ffcv": "pip install 'mixkit[ffcv]' (system packages: `make install-system`)",
            "dali": "pip install 'mixkit[dali]'"}
 
 
-def register_backend(name: str, target: str) -> None:
-    """Registers a backend class given as ``"module:class"``."""
-    _BACKENDS[name] = target
+def register_backend(name: str, target: str | type[LoaderBase], *, overwrite: bool = False) -> None:
+    """Registers a backend: a ``LoaderBase`` subclass, or ``"module:class"`` to import on first use.
+
+    Raises:
+        ValueError: ``name`` is taken and ``overwrite`` is False.
+    """
+    _BACKENDS.register(name, target, overwrite=overwrite)
 
 
 def list_backends() -> list[str]:
     """Names accepted by ``create_loader``."""
-    return sorted(_BACKENDS)
+    return _BACKENDS.list()
 
 
 def _backend_class(name: str) -> type[LoaderBase]:
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown loader backend {name!r}: choose one of {list_backends()}.")
-    module, cls = _BACKENDS[name].split(":")
+    target = _BACKENDS.get(name)
+    if not isinstance(target, str):
+        return target
+    module, cls = target.split(":")
     try:
         return getattr(importlib.import_module(module), cls)
     except ImportError as e:
@@ -45,27 +49,22 @@ def _backend_class(name: str) -> type[LoaderBase]:
         raise ImportError(f"loader backend {name!r} needs a package that is missing ({e}): {hint}.") from e
 
 
+def _check_backend_options(name: str, cls: type[LoaderBase], options: dict[str, Any]) -> None:
+    params = list(inspect.signature(cls.__init__).parameters.values())[3:]  # after self, source, config
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(f"loader backend {name!r} has no option {unknown}: its own options are {accepted}, "
+                        f"the shared ones (LoaderConfig) {sorted(config_fields())}.")
+
+
 def create_loader(
         backend: str,
         source: str | os.PathLike | Sequence[str | os.PathLike],
-        *,
-        batch_size: int,
-        is_training: bool,
-        img_size: int = 224,
-        num_workers: int = 2,
-        device: str | torch.device | None = None,
-        channels_last: bool = False,
-        drop_last: bool | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
-        seed: int = 0,
-        mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN,
-        std: tuple[float, float, float] = IMAGENET_DEFAULT_STD,
-        crop_pct: float = 0.875,
-        scale: tuple[float, float] = (0.08, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        hflip: float = 0.5,
-        **backend_kwargs: Any,
+        config: LoaderConfig | None = None,
+        **options: Any,
 ) -> LoaderBase:
     """Creates an image-classification loader.
 
@@ -74,44 +73,27 @@ def create_loader(
     every epoch; evaluation resizes to ``img_size / crop_pct`` and centre-crops. Each rank reads a fixed,
     disjoint shard; in evaluation the shards hold every sample exactly once (see ``mixkit.data.sharding``).
 
+    ``create_loader("torch", root, batch_size=128, is_training=True, num_workers=8)``: the keywords named
+    by ``LoaderConfig`` (batch_size, is_training, img_size, num_workers, device, channels_last, drop_last,
+    rank, world_size, seed, mean, std, crop_pct, scale, ratio, hflip; documented there) build the shared
+    configuration; a ``config`` may be given instead, and keywords then override its fields. The other
+    keywords are the backend's own options, e.g. ``skip_corrupt`` ('torch', 'dali'), ``order`` and
+    ``os_cache`` ('ffcv'); see each backend class.
+
     Args:
-        backend: 'torch', 'ffcv' or 'dali'.
+        backend: 'torch', 'ffcv' or 'dali' (``list_backends()``).
         source: ImageFolder root ('torch', 'dali'); .beton from ``mixkit convert`` ('ffcv'); webdataset
             .tar shards ('dali').
-        batch_size: Samples per batch.
-        is_training: Training or evaluation mode.
-        img_size: Output side length.
-        num_workers: Worker processes ('torch') or threads ('ffcv', 'dali').
-        device: Target device; None: CUDA when available, else CPU.
-        channels_last: Return images in channels-last memory format.
-        drop_last: Drop the last incomplete batch; None: True for training, False for evaluation
-            (evaluation must keep it to see every sample).
-        rank: Global rank; None: from torch.distributed, Accelerate or the RANK variable.
-        world_size: Number of processes; None: likewise.
-        seed: Seed of the training shard partition and of the shuffles (the same on every rank).
-        mean: Normalisation mean (0-1 scale).
-        std: Normalisation std (0-1 scale).
-        crop_pct: Evaluation centre-crop fraction.
-        scale: RandomResizedCrop area range.
-        ratio: RandomResizedCrop aspect-ratio range.
-        hflip: Horizontal flip probability (training).
-        **backend_kwargs: Backend options, e.g. ``skip_corrupt`` ('torch', 'dali'), ``order`` and
-            ``os_cache`` ('ffcv'); see each backend class.
+        config: The shared options; None builds them from the keywords.
+        **options: ``LoaderConfig`` fields and the backend's own options.
 
     Raises:
         ValueError: Unknown backend or bad option.
+        TypeError: An option that neither ``LoaderConfig`` nor the backend knows.
         ImportError: The backend's optional package is missing.
     """
     cls = _backend_class(backend)
-    rank, world_size = resolve_rank(rank, world_size)
-    if drop_last is None:
-        drop_last = is_training
-    if img_size < 1:
-        raise ValueError(f"img_size must be >= 1, got {img_size}.")
-    if not 0.0 < crop_pct <= 1.0:
-        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}.")
-    return cls(source, batch_size=batch_size, is_training=is_training, img_size=img_size,
-               num_workers=num_workers, device=resolve_device(device), channels_last=channels_last,
-               drop_last=drop_last, rank=rank, world_size=world_size, seed=seed, mean=tuple(mean),
-               std=tuple(std), crop_pct=crop_pct, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip,
-               **backend_kwargs)
+    shared = {k: options.pop(k) for k in list(options) if k in config_fields()}
+    config = LoaderConfig(**shared) if config is None else dataclasses.replace(config, **shared)
+    _check_backend_options(backend, cls, options)
+    return cls(source, config, **options)

@@ -4,23 +4,37 @@ One policy for bad input, whatever backend reads the data afterwards: a missing 
 class folders and an empty class folder always raise; a corrupt or truncated image, a non-image file
 or a file outside a class folder raises too, listing the bad files, unless ``skip_corrupt=True``, which
 skips them, counts them in ``ImageFolderIndex.skipped`` and reports them with a ``BadSampleWarning``.
-Hidden entries (names starting with '.', such as .DS_Store or .ipynb_checkpoints) are not data and are
-ignored everywhere.
+Hidden entries (names starting with '.', such as .DS_Store or .ipynb_checkpoints, at any depth) are not
+data and are ignored everywhere. Symbolic links are followed, but every file is read once: a link back to
+a folder already being read (a loop) or to a file already listed is a bad entry like a corrupt file.
+
+Pixels: every backend must decode a file to the same pixels, so ``load_rgb`` (the 'torch' backend's and
+the .beton writer's reader) scales 16-bit images to 8 bits as DALI's decoder does, instead of PIL's
+``convert('RGB')``, which saturates 16-bit grey to white; 32-bit integer and float images have no common
+8-bit reading and are refused by ``validate_image``.
 """
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["BadSampleWarning", "ImageFolderIndex", "scan_image_folder", "validate_image"]
+__all__ = ["BadSampleWarning", "ImageFolderIndex", "load_rgb", "scan_image_folder", "to_rgb",
+           "validate_image"]
 
 _MAX_LISTED = 10
+# PIL modes of 16-bit grey samples (PNG, TIFF); 16-bit RGB(A) PNGs already open as 8-bit RGB(A).
+_MODES_16BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+# Modes with no 8-bit reading that every backend shares.
+_MODES_REFUSED = {"I": "32-bit integer", "F": "32-bit float"}
 
 
 class BadSampleWarning(UserWarning):
@@ -49,7 +63,36 @@ class ImageFolderIndex:
         return len(self.samples)
 
 
-def validate_image(path: str | os.PathLike) -> str | None:
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``img``; 16-bit samples are scaled to 8 bits (v * 255 / 65535, rounded, as
+    DALI's decoder does) rather than clipped.
+
+    Raises:
+        ValueError: A 32-bit integer or float image (see ``validate_image``).
+    """
+    if img.mode in _MODES_REFUSED:
+        raise ValueError(_refused_reason(img.mode))
+    if img.mode in _MODES_16BIT:
+        grey = np.asarray(img).astype(np.uint32)
+        img = Image.fromarray(((grey * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Reads an image file as 8-bit RGB (``to_rgb``)."""
+    with Image.open(path) as img:
+        return to_rgb(img)
+
+
+def _refused_reason(mode: str) -> str:
+    return (f"unsupported pixel format: {_MODES_REFUSED[mode]} samples (PIL mode {mode!r}) have no 8-bit "
+            "reading that every backend shares; save the file with 8- or 16-bit samples")
+
+
+def validate_image(
+        path: str | os.PathLike,
+        check_size: Callable[[int, int], str | None] | None = None,
+) -> str | None:
     """Decodes an image file completely and says what is wrong with it.
 
     JPEGs decode in PIL's draft mode (DCT scaling): every byte of the entropy-coded stream is still read,
@@ -57,6 +100,8 @@ def validate_image(path: str | os.PathLike) -> str | None:
 
     Args:
         path: Image file.
+        check_size: A backend's test of the image's (width, height), returning a reason or None (e.g.
+            too small for FFCV's decoders).
 
     Returns:
         None for a good image, else the reason it is bad.
@@ -66,22 +111,62 @@ def validate_image(path: str | os.PathLike) -> str | None:
         return f"not an image file (extension {ext or 'none'!r}; accepted: {', '.join(IMG_EXTENSIONS)})"
     try:
         with Image.open(path) as img:
+            if img.mode in _MODES_REFUSED:
+                return _refused_reason(img.mode)
+            size = img.size
             if img.format == "JPEG":
                 img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
             img.load()
     except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
         return f"corrupt or truncated image ({type(e).__name__}: {e})"
-    return None
+    return check_size(*size) if check_size is not None else None
 
 
-def _walk_files(directory: Path) -> list[str]:
-    # The same order as torchvision's make_dataset, so that indices agree with torchvision's ImageFolder.
-    files = []
-    for dirpath, dirnames, fnames in sorted(os.walk(directory, followlinks=True)):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for fname in sorted(f for f in fnames if not f.startswith(".")):
-            files.append(os.path.join(dirpath, fname))
-    return files
+def _walk_class(class_dir: Path, root: Path, seen_dirs: dict[str, str],
+                bad: list[tuple[str, str]]) -> list[str]:
+    """The files of one class folder in torchvision's make_dataset order (sorted folder paths, sorted
+    names), without hidden entries. A linked folder already read (a symlink loop, the root, another class)
+    is not entered and is added to ``bad``."""
+    root_real = Path(os.path.realpath(root))
+    folders = []
+    # Top-down, pruning hidden and revisited folders in place before os.walk descends into them.
+    for dirpath, dirnames, fnames in os.walk(class_dir, followlinks=True):
+        keep = []
+        for d in sorted(dirnames):
+            path = os.path.join(dirpath, d)
+            if d.startswith("."):
+                continue
+            real = os.path.realpath(path)
+            if real in seen_dirs or root_real.is_relative_to(real):
+                target = seen_dirs.get(real, os.path.relpath(real, root_real))
+                bad.append((path, f"symlink loop or repeated folder: {os.path.relpath(path, root)} -> "
+                                  f"{target}, a folder already read (every file is read once)"))
+                continue
+            seen_dirs[real] = os.path.relpath(path, root)
+            keep.append(d)
+        dirnames[:] = keep
+        folders.append((dirpath, sorted(f for f in fnames if not f.startswith("."))))
+    return [os.path.join(dirpath, f) for dirpath, fnames in sorted(folders) for f in fnames]
+
+
+def _read_once(candidates: list[tuple[str, int]], root: Path,
+               bad: list[tuple[str, str]]) -> list[tuple[str, int]]:
+    """Drops all but one path to each real file: the one reached without links when there is one (so a
+    link never takes a file from its own class), else the first."""
+    by_real: dict[str, list[int]] = {}
+    for i, (path, _) in enumerate(candidates):
+        by_real.setdefault(os.path.realpath(path), []).append(i)
+    dropped = set()
+    for real, group in by_real.items():
+        if len(group) < 2:
+            continue
+        keep = next((i for i in group if os.path.abspath(candidates[i][0]) == real), group[0])
+        for i in group:
+            if i != keep:
+                dropped.add(i)
+                first = os.path.relpath(candidates[keep][0], root)
+                bad.append((candidates[i][0], f"the same file as {first} (a link; every file is read once)"))
+    return [c for i, c in enumerate(candidates) if i not in dropped]
 
 
 def _format_bad(bad: list[tuple[str, str]]) -> str:
@@ -97,6 +182,7 @@ def scan_image_folder(
         validate: bool = True,
         skip_corrupt: bool = False,
         num_threads: int | None = None,
+        check_size: Callable[[int, int], str | None] | None = None,
 ) -> ImageFolderIndex:
     """Scans and validates an ImageFolder (``root/<class>/**/<image>``).
 
@@ -107,6 +193,8 @@ def scan_image_folder(
         skip_corrupt: Skip bad files (counted in ``skipped`` and reported by a ``BadSampleWarning``)
             instead of raising.
         num_threads: Threads for validation; defaults to the CPU count.
+        check_size: With ``validate``, a backend's test of each image's (width, height) (see
+            ``validate_image``); a failing image is a bad file.
 
     Returns:
         The index of good samples.
@@ -129,23 +217,22 @@ def scan_image_folder(
                          "root/<class>/<image>.")
     class_to_idx = {c: i for i, c in enumerate(classes)}
 
-    bad: list[tuple[str, str]] = [(e.path, "file outside any class folder") for e in entries if not e.is_dir()]
+    bad = [(e.path, "file outside any class folder") for e in entries if not e.is_dir()]
     candidates: list[tuple[str, int]] = []
-    empty = []
+    seen_dirs = {os.path.realpath(root / c): c for c in classes}
     for c in classes:
-        files = _walk_files(root / c)
-        if not files:
-            empty.append(c)
-        candidates.extend((f, class_to_idx[c]) for f in files)
+        candidates.extend((f, class_to_idx[c]) for f in _walk_class(root / c, root, seen_dirs, bad))
+    empty = sorted(set(classes) - {classes[y] for _, y in candidates})
     if empty:
         raise ValueError(f"ImageFolder {str(root)!r} has empty class folders {empty}: every class needs at "
                          "least one image; remove the folders or add images (label ids follow the sorted "
                          "folder names, so an empty class cannot be dropped silently).")
 
+    candidates = _read_once(candidates, root, bad)
     paths = [p for p, _ in candidates]
     if validate:
         with ThreadPoolExecutor(max_workers=num_threads or os.cpu_count() or 1) as pool:
-            reasons = list(pool.map(validate_image, paths, chunksize=16))
+            reasons = list(pool.map(partial(validate_image, check_size=check_size), paths, chunksize=16))
     else:
         reasons = [None if os.path.splitext(p)[1].lower() in IMG_EXTENSIONS
                    else "not an image file (extension not in torchvision's IMG_EXTENSIONS)" for p in paths]
@@ -160,7 +247,7 @@ def scan_image_folder(
     if bad:
         warnings.warn(f"skipped {len(bad)} bad file(s) in ImageFolder {str(root)!r} (listed in the "
                       f"loader's .skipped):\n{_format_bad(bad)}", BadSampleWarning, stacklevel=2)
-    now_empty = sorted({c for c in classes} - {classes[y] for _, y in samples})
+    now_empty = sorted(set(classes) - {classes[y] for _, y in samples})
     if now_empty:
         raise ValueError(f"ImageFolder {str(root)!r}: class folders {now_empty} hold only bad files; "
                          "repair them or remove the folders.")

@@ -17,7 +17,28 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["ShardSampler", "resolve_rank", "sample_order", "shard_bounds", "shard_indices"]
+__all__ = ["ShardSampler", "env_int", "resolve_rank", "sample_order", "shard_bounds", "shard_indices"]
+
+
+def env_int(name: str, default: int | None) -> int | None:
+    """The launcher variable ``name`` (RANK, WORLD_SIZE, LOCAL_RANK) as a non-negative int, or ``default``
+    when it is unset or empty.
+
+    Raises:
+        ValueError: The variable is set to something else than a non-negative integer; the message names it.
+    """
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"environment variable {name}={os.environ[name]!r} is not a non-negative integer: "
+                         "unset it or set it as torchrun does (or pass rank=/world_size=/device= "
+                         "explicitly).")
+    return number
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -41,14 +62,20 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
         if state is not None:
             d_rank, d_world = state
         else:
-            d_rank = int(os.environ.get("RANK", 0))
-            d_world = int(os.environ.get("WORLD_SIZE", 1))
-    rank = d_rank if rank is None else int(rank)
-    world_size = d_world if world_size is None else int(world_size)
+            d_rank = env_int("RANK", 0) if rank is None else rank
+            d_world = env_int("WORLD_SIZE", 1) if world_size is None else world_size
+    rank = d_rank if rank is None else _as_int("rank", rank)
+    world_size = d_world if world_size is None else _as_int("world_size", world_size)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} and world_size {world_size}: need world_size >= 1 and "
                          "0 <= rank < world_size (pass the global rank, not the local one).")
     return rank, world_size
+
+
+def _as_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}.")
+    return int(value)
 
 
 def _accelerate_state() -> tuple[int, int] | None:

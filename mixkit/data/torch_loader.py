@@ -14,21 +14,26 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from .base import LoaderBase
-from .imagefolder import ImageFolderIndex, scan_image_folder
+from .config import LoaderConfig
+from .imagefolder import ImageFolderIndex, load_rgb, scan_image_folder
 from .sharding import ShardSampler, shard_indices
 
 __all__ = ["TorchLoader"]
 
 
 class _IndexedImageFolder(ImageFolder):
-    # torchvision's ImageFolder with the classes of mixkit's scan (which ignores hidden folders).
+    # torchvision's ImageFolder on the classes and samples of mixkit's scan (which ignores hidden
+    # entries, reads each file once and validated every file): torchvision does not walk the folder again.
     def __init__(self, index: ImageFolderIndex, **kwargs: Any) -> None:
         self._index = index
-        good = {p for p, _ in index.samples}
-        super().__init__(str(index.root), is_valid_file=good.__contains__, **kwargs)
+        super().__init__(str(index.root), loader=load_rgb, **kwargs)
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         return list(self._index.classes), dict(self._index.class_to_idx)
+
+    def make_dataset(self, directory: str, class_to_idx: dict[str, int], *args: Any,
+                     **kwargs: Any) -> list[tuple[str, int]]:
+        return list(self._index.samples)
 
 
 class TorchLoader(LoaderBase):
@@ -36,26 +41,12 @@ class TorchLoader(LoaderBase):
 
     Training: RandomResizedCrop (``scale``, ``ratio``) + horizontal flip; evaluation: resize to
     ``img_size / crop_pct`` + centre crop. Both normalise with ``mean``/``std`` (timm's
-    ``create_transform``, colour jitter off so that every backend applies the same augmentation).
+    ``create_transform``, colour jitter off so that every backend applies the same augmentation). Files
+    are read with ``load_rgb`` (16-bit images scaled to 8 bits, as the other backends read them).
 
     Args:
         root: ImageFolder root.
-        batch_size: Samples per batch.
-        is_training: Training or evaluation mode.
-        img_size: Output side length.
-        num_workers: DataLoader worker processes.
-        device: Target device.
-        channels_last: Return channels-last images.
-        drop_last: Drop the last incomplete batch.
-        rank: Global rank.
-        world_size: Number of processes.
-        seed: Seed of the shard partition and of the per-epoch shuffles.
-        mean: Normalisation mean (0-1 scale).
-        std: Normalisation std (0-1 scale).
-        crop_pct: Evaluation centre-crop fraction.
-        scale: RandomResizedCrop area range.
-        ratio: RandomResizedCrop aspect-ratio range.
-        hflip: Horizontal flip probability.
+        config: The shared options (``LoaderConfig``); ``num_workers`` are DataLoader worker processes.
         skip_corrupt: Skip bad files instead of raising (see ``scan_image_folder``).
         validate: Decode every file once up front to find bad ones.
         interpolation: timm interpolation name.
@@ -67,49 +58,28 @@ class TorchLoader(LoaderBase):
     def __init__(
             self,
             root: str | os.PathLike,
+            config: LoaderConfig,
             *,
-            batch_size: int,
-            is_training: bool,
-            img_size: int,
-            num_workers: int,
-            device: torch.device,
-            channels_last: bool,
-            drop_last: bool,
-            rank: int,
-            world_size: int,
-            seed: int,
-            mean: tuple[float, float, float],
-            std: tuple[float, float, float],
-            crop_pct: float,
-            scale: tuple[float, float],
-            ratio: tuple[float, float],
-            hflip: float,
             skip_corrupt: bool = False,
             validate: bool = True,
             interpolation: str = "bilinear",
             persistent_workers: bool = True,
     ) -> None:
         index = scan_image_folder(root, validate=validate, skip_corrupt=skip_corrupt)
-        super().__init__(batch_size=batch_size, is_training=is_training, device=device,
-                         channels_last=channels_last, drop_last=drop_last, rank=rank, world_size=world_size,
-                         classes=index.classes, skipped=index.skipped)
+        super().__init__(config, classes=index.classes, skipped=index.skipped)
+        c = config
         transform = create_transform(
-            img_size, is_training=is_training, scale=scale, ratio=ratio, hflip=hflip, color_jitter=None,
-            interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct)
-        self.dataset = _IndexedImageFolder(index, transform=transform, allow_empty=False)
-        if self.dataset.samples != index.samples:  # both walk in the same order; guard against drift
-            raise RuntimeError("torchvision's ImageFolder and mixkit's scan disagree on the sample list.")
-        self.indices = shard_indices(len(index), rank=rank, world_size=world_size,
-                                     seed=seed if is_training else None, equal_size=is_training)
-        self.sampler = ShardSampler(self.indices, shuffle=is_training, seed=seed)
+            c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,
+            color_jitter=None, interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct)
+        self.dataset = _IndexedImageFolder(index, transform=transform)
+        self.indices = shard_indices(len(index), rank=c.rank, world_size=c.world_size,
+                                     seed=c.seed if c.is_training else None, equal_size=c.is_training)
+        self._set_shard(len(self.indices), len(index))
+        self.sampler = ShardSampler(self.indices, shuffle=c.is_training, seed=c.seed)
         self.loader = DataLoader(
-            self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
-            drop_last=drop_last, pin_memory=device.type == "cuda",
-            persistent_workers=persistent_workers and num_workers > 0)
-
-    @property
-    def shard_size(self) -> int:
-        return len(self.indices)
+            self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=c.num_workers,
+            drop_last=c.drop_last, pin_memory=c.device.type == "cuda",
+            persistent_workers=persistent_workers and c.num_workers > 0)
 
     def _iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.set_epoch(epoch)

@@ -1,4 +1,4 @@
-"""An offline ImageFolder of real photographs, for tests and benchmarks.
+"""An offline ImageFolder of real photographs, for the data tests and benchmarks/loaders.py (not shipped).
 
 Built from the photos that ship inside scikit-image (``skimage.data``) and scikit-learn
 (``load_sample_images``): one class per source photo, each file a random crop at a random scale, randomly
@@ -32,7 +32,7 @@ def load_photos(names: tuple[str, ...] = PHOTO_SOURCES) -> dict[str, np.ndarray]
         from sklearn.datasets import load_sample_images
     except ImportError as e:
         raise ImportError("the photo ImageFolder needs scikit-image and scikit-learn: "
-                          "pip install 'mixkit[dev]'.") from e
+                          "pip install -e '.[dev]'.") from e
     sklearn_photos = None
     photos = {}
     for name in names:
