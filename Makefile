@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SYSTEM_PACKAGES := g++ pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist
 
-.PHONY: demo test lint install install-core install-all install-system bench clean
+.PHONY: demo install-demo-data bench-solvers test lint install install-core install-all install-system bench bench-gpu clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,22 @@ install-core: $(VENV)/.core-installed
 install-all: $(VENV)/.all-installed
 install: install-all
 
-# The main job on its embedded default: the solver benchmark's target row (B=64, 7x7x2048, CPU) and
-# the real-feature row; the full grid is `$(PY) benchmarks/solvers.py`. Output under benchmarks/results/demo/.
-demo: $(VENV)/.core-installed
+# The demo's only system package: Debian's offline Fashion-MNIST (apt-get only when root and missing).
+install-demo-data:
+	@$(MAKE) --no-print-directory install-system SYSTEM_PACKAGES=dataset-fashion-mnist
+
+# The main job on its embedded default: recipes/fashion_mnist.py trains a small PreAct ResNet with AlignMixup
+# on the CPU (progress bars; about 5 minutes on 2 cores), evaluates it on the 10,000 test images and prints
+# the test top-1 and the run directory. A new demo run replaces the previous demo run directory.
+DEMO_RUN ?= output/demo/fashion_mnist_alignmixup
+demo: $(VENV)/.core-installed install-demo-data
+	rm -rf $(DEMO_RUN)
+	$(PY) recipes/fashion_mnist.py --output $(dir $(DEMO_RUN)) --experiment $(notdir $(DEMO_RUN))
+	@# (visualisation of $(DEMO_RUN) goes here)
+
+# The solver benchmark's headline rows (B=64, 7x7x2048, CPU, and the real-feature row), formerly `make demo`;
+# the full grid is `$(PY) benchmarks/solvers.py`. Output under benchmarks/results/demo/.
+bench-solvers: $(VENV)/.core-installed
 	$(PY) benchmarks/solvers.py --device cpu --batch-sizes 64 --shapes 7x7x2048 --out-dir benchmarks/results/demo
 
 test: $(VENV)/.all-installed
@@ -50,8 +63,18 @@ lint: $(VENV)/.core-installed
 
 bench: $(VENV)/.all-installed
 	$(PY) benchmarks/solvers.py
+	$(PY) benchmarks/eps.py
 	$(PY) benchmarks/loaders.py
 	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/overhead.py --preset cnn
+
+# Every GPU measurement in one command, for a bare GPU machine (torch, timm, torchvision, accelerate): the
+# system python, no venv, no pip; mixkit is imported from this tree. Writes *-cuda.json and PNGs under
+# benchmarks/results/ and the summary gpu-cuda.json. `make bench-gpu GPU_ARGS="--device cpu --quick"` is
+# the dry run without a GPU.
+GPU_ARGS ?=
+bench-gpu:
+	PYTHONPATH=.$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) benchmarks/gpu.py $(GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,7 @@
 """What eps means: plan sharpness and convergence on real deep features, per cost scaling.
 
 For each cost scaling ("std", the default; "max"; "mean") and each eps, on real features (7x7
-post-ReLU maps of a CNN trained on Fashion-MNIST, mixkit.datasets.fashion_mnist_features):
+post-ReLU maps of a CNN trained on Fashion-MNIST, benchmarks/deep_features.py):
   partners     mean effective partners per row (exp of the row-normalised plan's entropy) of the
                converged plan: 1 is a one-to-one match, 49 plain averaging;
   cost/EMD     its transport cost relative to exact OT (on the raw squared distances);
@@ -10,20 +10,20 @@ post-ReLU maps of a CNN trained on Fashion-MNIST, mixkit.datasets.fashion_mnist_
   mixkit iters iterations of the default torch solver (epsilon scaling, over-relaxation).
 The paper's configuration (raw cost, eps 0.1, 100 iterations) is measured alongside.
 
-Writes benchmarks/results/eps.json and eps.png and prints a table.
+Writes benchmarks/results/eps[-<tag>].json and .png and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import MachineRecord, common_parser, pyplot, resolve_device, result_path, save_figure, write_json
+from deep_features import fashion_mnist_features
 from tqdm.auto import tqdm
 
-from mixkit.datasets import fashion_mnist_features
 from mixkit.ot import (
     DEFAULT_TOL,
     effective_partners,
@@ -36,15 +36,13 @@ from mixkit.ot import (
     squared_euclidean_cost,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def study(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_flush_denormal(True)
-    feats = fashion_mnist_features(2 * args.batch, progress=True).double()
+    feats = fashion_mnist_features(2 * args.batch, progress=True).double().to(resolve_device(args.device))
     x, y = feats[: args.batch], feats[args.batch :]
     raw = squared_euclidean_cost(x, y)
-    exact = emd(raw)
+    exact = emd(raw.cpu()).to(raw.device)
     rows = []
     jobs = [(s, e) for s in args.scales for e in args.eps]
     for scale, eps in tqdm(jobs, desc="eps study"):
@@ -85,11 +83,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for k, scale in enumerate(sorted({r["scale"] for r in result["rows"]})):
         sel = [r for r in result["rows"] if r["scale"] == scale]
@@ -104,24 +98,26 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax1.legend()
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[common_parser(device="cpu")])
     p.add_argument("--batch", type=int, default=64, help="pairs of feature maps (test images 0..2B-1)")
     p.add_argument("--scales", nargs="+", default=["std", "max", "mean"], help="cost scalings to compare")
     p.add_argument("--eps", type=float, nargs="+", default=[0.5, 0.2, 0.1, 0.05, 0.02, 0.01],
                    help="eps values, in units of the scaled cost")
     p.add_argument("--max-iter", type=int, default=5000, help="iteration cap for the plain and mixkit solvers")
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help="where eps.json and eps.png go")
     args = p.parse_args(argv)
-    result = study(args)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "eps.json").write_text(json.dumps(result, indent=1))
-    plot(result, args.out_dir / "eps.png")
+    with MachineRecord(resolve_device(args.device)) as rec:
+        result = study(args)
+    result["machine"] = rec.record
+    path = result_path(args.out_dir, "eps", tag=args.tag)
+    write_json(path, result)
+    plot(result, path.with_suffix(".png"))
     print(table(result))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
     return result
 
 

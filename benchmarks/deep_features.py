@@ -1,4 +1,6 @@
-"""Real deep feature maps for measuring optimal-transport alignment offline.
+"""Real deep feature maps for measuring optimal-transport alignment offline (a benchmark and test fixture).
+
+Not part of the mixkit package: only the OT tests (tests/ot_features.py) and the benchmarks use it.
 
 Random tensors do not show how deep features behave (their pairwise distances concentrate, which
 is what makes the choice of eps hard), and no pretrained weights can be downloaded in tests. So a
@@ -16,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST
+from mixkit.datasets import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("MIXKIT_CACHE", Path.home() / ".cache" / "mixkit"))
 
@@ -141,7 +143,9 @@ def fashion_mnist_features(
     feats = fmap.flatten(2).transpose(1, 2).contiguous()[:n_cache]
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # Atomic (a temp name unique to this process, then os.replace), so parallel test workers and
+        # benchmarks never read half a file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         torch.save(feats, tmp)
-        tmp.replace(path)  # atomic, so parallel test workers never read half a file
+        os.replace(tmp, path)
     return feats[:num_images].clone()
