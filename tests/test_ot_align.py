@@ -18,7 +18,7 @@ def test_barycentric_projection_shape_mismatch():
         barycentric_projection(torch.rand(1, 3, 4), torch.rand(1, 5, 2))
 
 
-@pytest.mark.parametrize("direction", ["to_x", "to_y"])
+@pytest.mark.parametrize("direction", ["to_a", "to_b"])
 def test_align_undoes_a_permutation(direction):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 8, generator=g) * 3
@@ -27,7 +27,7 @@ def test_align_undoes_a_permutation(direction):
     out = align(x, y, direction=direction)
     # y carried onto x's positions is x itself; x carried onto y's positions is y itself, up to
     # the entropic blur, which is tiny next to the unaligned difference.
-    target = x if direction == "to_x" else y
+    target = x if direction == "to_a" else y
     torch.testing.assert_close(out, target, atol=0.1, rtol=0)
     assert (out - target).norm() < 0.01 * (y - x).norm()
 
@@ -35,7 +35,7 @@ def test_align_undoes_a_permutation(direction):
 def test_align_shapes_for_sets_of_different_sizes():
     x, y = torch.randn(3, 10, 4), torch.randn(3, 7, 4)
     assert align(x, y).shape == (3, 10, 4)
-    assert align(x, y, direction="to_y").shape == (3, 7, 4)
+    assert align(x, y, direction="to_b").shape == (3, 7, 4)
     assert transport_plan(x, y).shape == (3, 10, 7)
 
 
@@ -46,7 +46,7 @@ def test_align_matches_manual_projection_of_each_solver():
         rows = plan / plan.sum(2, keepdim=True)
         torch.testing.assert_close(align(x, y, solver=solver), rows @ y)
         cols = plan.transpose(1, 2) / plan.sum(1).unsqueeze(2)
-        torch.testing.assert_close(align(x, y, solver=solver, direction="to_y"), cols @ x)
+        torch.testing.assert_close(align(x, y, solver=solver, direction="to_b"), cols @ x)
 
 
 def test_gradients_reach_both_sets_through_a_detached_plan():
@@ -106,6 +106,6 @@ def test_align_with_a_given_plan_skips_the_solver():
     x, y = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 4, 3, dtype=torch.float64)
     plan = torch.full((2, 5, 4), 1 / 20, dtype=torch.float64)  # the independent coupling: every row averages y
     torch.testing.assert_close(align(x, y, plan=plan), y.mean(1, keepdim=True).expand(2, 5, 3))
-    torch.testing.assert_close(align(x, y, plan=plan, direction="to_y"), x.mean(1, keepdim=True).expand(2, 4, 3))
+    torch.testing.assert_close(align(x, y, plan=plan, direction="to_b"), x.mean(1, keepdim=True).expand(2, 4, 3))
     with pytest.raises(ValueError, match="plan must have shape"):
         align(x, y, plan=plan.transpose(1, 2))

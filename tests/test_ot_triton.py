@@ -22,6 +22,7 @@ from mixkit.ot import (
     sinkhorn_torch,
     sinkhorn_triton,
     squared_euclidean_cost,
+    transport_plan,
 )
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -43,7 +44,16 @@ _INTERPRETED = textwrap.dedent("""
     for case in cases:
         plan, info = sinkhorn_triton(case["cost"], return_info=True, **case["kwargs"])
         out.append({"plan": plan, "iters": info.n_iter_per_problem, "n_iter": info.n_iter,
-                    "err": info.marginal_error})
+                    "err": info.marginal_error, "converged": info.converged})
+    # The default solver, forced onto the kernel as on CUDA: first solve of a shape checked, then trusted.
+    os.environ["MIXKIT_OT_DEFAULT_SOLVER"] = "triton"
+    from mixkit.ot import guard_state, transport_plan
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 20, 8, generator=g), torch.randn(3, 20, 8, generator=g)
+    default_plan, default_info = transport_plan(a, b, return_info=True)
+    short = sinkhorn_triton(cases[0]["cost"], max_iter=3, return_info=True, warn=False)[1]
+    out.append({"plan": default_plan, "solver": default_info.solver, "guard": guard_state(),
+                "short": (short.n_iter, short.n_iter_per_problem, short.converged)})
     torch.save(out, sys.argv[2])
 """)
 
@@ -77,7 +87,7 @@ def interpreted(tmp_path_factory):
     torch.save(cases, tmp / "cases.pt")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     proc = subprocess.run([sys.executable, "-c", _INTERPRETED, str(tmp / "cases.pt"), str(tmp / "out.pt")],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return cases, torch.load(tmp / "out.pt")
 
@@ -95,6 +105,7 @@ def test_interpreted_kernel_matches_torch_solver_and_marginals(interpreted, inde
     assert err.max() <= 1e-3 * 1.01  # the default tol
     torch.testing.assert_close(res["err"], err.max())
     assert res["n_iter"] == int(res["iters"].max()) <= 500
+    assert res["converged"]
 
 
 @needs_triton
@@ -114,11 +125,24 @@ def test_interpreted_kernel_converges_to_pot(interpreted, index):
 @pytest.mark.slow
 def test_interpreted_kernel_stops_each_problem_on_its_own(interpreted):
     cases, results = interpreted
-    cost, res = cases[-1]["cost"], results[-1]
+    cost, res = cases[-1]["cost"], results[-2]
     iters = res["iters"].tolist()
     assert iters[0] < iters[1], iters  # the zero cost did not wait for the random one
     torch.testing.assert_close(res["plan"][0], torch.full((16, 16), 1 / 256))
     assert (res["plan"] * 16 - per_problem_torch(cost) * 16).abs().max() < 1e-3
+
+
+@needs_triton
+@pytest.mark.slow
+def test_interpreted_default_solver_runs_the_checked_kernel_and_honours_max_iter(interpreted):
+    cases, results = interpreted
+    res = results[-1]
+    assert res["solver"] == "triton" and res["guard"] == {(20, 20): None}  # checked once, passed
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(3, 20, 8, generator=g), torch.randn(3, 20, 8, generator=g)
+    assert (res["plan"] - transport_plan(a, b, solver="torch")).abs().max() * 20 < 1e-3
+    n_iter, per_problem, converged = res["short"]  # max_iter=3: 3 of the 7 annealing stages, unconverged
+    assert n_iter == 3 and (per_problem <= 3).all() and not converged
 
 
 @needs_triton
@@ -133,7 +157,8 @@ def test_kernel_compiles_for_h100():
     if interp:
         pytest.skip("TRITON_INTERPRET=1 is set in this process")
     signature = {
-        "cost_ptr": "*fp32", "plan_ptr": "*fp32", "iters_ptr": "*i32", "eps_ptr": "*fp32", "budget_ptr": "*i32",
+        "cost_ptr": "*fp32", "plan_ptr": "*fp32", "iters_ptr": "*i32", "conv_ptr": "*i32", "eps_ptr": "*fp32",
+        "budget_ptr": "*i32",
         **dict.fromkeys(["n", "m", "stride_b", "stride_n", "stride_m", "n_stages"], "i32"),
         **dict.fromkeys(["tol", "omega", "tiny"], "fp32"),
         **dict.fromkeys(["check_every", "absorb_every"], "i32"),
@@ -152,7 +177,7 @@ def test_falls_back_to_torch_with_a_reason():
         with pytest.raises(ImportError, match="pip install triton"):
             sinkhorn_triton(cost)
         return
-    from mixkit.ot.triton_solver import _build_kernel, _fallback_reason
+    from mixkit.ot.triton_solver import _build_kernel, fallback_reason
 
     if _build_kernel()[1]:
         pytest.skip("TRITON_INTERPRET=1 is set in this process")
@@ -162,8 +187,8 @@ def test_falls_back_to_torch_with_a_reason():
         sinkhorn_triton(cost.double())
     with pytest.warns(UserWarning, match="no backward"):
         assert sinkhorn_triton(cost.clone().requires_grad_()).requires_grad
-    assert "registers" in _fallback_reason(torch.zeros(1, 300, 300), interpreted=True)
-    assert _fallback_reason(torch.zeros(1, 196, 196), interpreted=True) is None
+    assert "registers" in fallback_reason(torch.zeros(1, 300, 300), interpreted=True)
+    assert fallback_reason(torch.zeros(1, 196, 196), interpreted=True) is None
 
 
 def test_missing_triton_raises_an_import_error_naming_the_fix():

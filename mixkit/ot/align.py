@@ -1,45 +1,68 @@
-"""Feature alignment: solve OT between two point sets, carry one onto the other's coordinates."""
+"""Feature alignment: solve OT between two point sets, carry one onto the other's coordinates.
+
+One vocabulary with :class:`mixkit.mix.AlignMixup`: the first set is ``a``, the second ``b``;
+direction 'to_a' keeps a's positions (b carried onto a), 'to_b' keeps b's (a carried onto b).
+"""
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import torch
 
-from ._checks import check_float_tensor, check_point_sets
-from .cost import CostScale, normalize_cost, squared_euclidean_cost
+from .contract import check_finite, check_float_tensor, check_point_sets
+from .cost import COST_SCALES, NONFINITE_COST, CostScale, pairwise_cost
 from .registry import Solver, get_solver
 
-Direction = Literal["to_x", "to_y"]
+Direction = Literal["to_a", "to_b"]
+DIRECTIONS: tuple[str, ...] = ("to_a", "to_b")
+_RENAMED = {"to_x": "to_a", "to_y": "to_b"}
 
 
 def transport_plan(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
     *,
-    solver: str | Solver = "torch",
+    solver: str | Solver = "default",
     eps: float | None = None,
     max_iter: int | None = None,
     tol: float | None = None,
     cost_scale: CostScale | None = None,
-) -> torch.Tensor:
+    return_info: bool = False,
+):
     """Entropic OT plan between two batched point sets with uniform weights.
 
+    Validates everything once, builds the scaled cost (:func:`mixkit.ot.cost.pairwise_cost`: exact
+    under shifts and scales of the features), checks it for NaN/Inf (the one host sync of the cost),
+    then runs the solver's kernel unchecked.
+
     Args:
-        x: Points (B, n, C).
-        y: Points (B, m, C).
-        solver: Registry name or :class:`Solver`.
-        eps: Entropic regularisation in units of the scaled cost; None takes the solver's default.
+        a: Points (B, n, C).
+        b: Points (B, m, C).
+        solver: Registry name or :class:`Solver`; 'default' is the fused Triton kernel on CUDA
+            (guarded) and the torch solver elsewhere.
+        eps: Entropic regularisation in units of the scaled cost (a real number or 0-d tensor);
+            None takes the solver's default.
         max_iter: Iteration budget; None takes the solver's default.
         tol: Stopping tolerance; None takes the solver's default.
         cost_scale: Cost scaling (see :mod:`mixkit.ot.cost`); None takes the solver's default.
+        return_info: Also return the solver's :class:`SolverInfo` (``.solver`` names the solver that ran,
+            ``.converged`` whether it reached ``tol``).
 
     Returns:
-        Plan (B, n, m) in fp32 (fp64 for fp64 inputs); rows sum to 1/n, columns to 1/m.
+        Plan (B, n, m) in fp32 (fp64 for fp64 inputs); rows sum to 1/n, columns to 1/m. And the info
+        if asked.
     """
     s = get_solver(solver)
-    cost = normalize_cost(squared_euclidean_cost(x, y), s.cost_scale if cost_scale is None else cost_scale)
-    return s(cost, eps, max_iter, tol)
+    check_point_sets(a, b, ("a", "b"))
+    eps, max_iter, tol = s.resolve_args(eps, max_iter, tol)
+    scale = s.cost_scale if cost_scale is None else cost_scale
+    if scale not in COST_SCALES:
+        raise ValueError(f"unknown cost scale {scale!r}; choose one of {COST_SCALES}")
+    cost = pairwise_cost(a, b, scale)
+    check_finite(cost, NONFINITE_COST.format("a or b", cost.dtype))
+    return s.solve_unchecked(cost, eps, max_iter, tol, return_info=return_info)
 
 
 def barycentric_projection(plan: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,15 +83,36 @@ def barycentric_projection(plan: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weights.to(y.dtype), y)
 
 
+def _check_direction(direction: str) -> str:
+    if direction in _RENAMED:
+        warnings.warn(f"align(direction={direction!r}) is now spelled {_RENAMED[direction]!r} (first set a, "
+                      "second b, as in AlignMixup); the old name will be removed", DeprecationWarning, stacklevel=3)
+        return _RENAMED[direction]
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be 'to_a' (b carried onto a) or 'to_b' (a carried onto b), got {direction!r}")
+    return direction
+
+
+def _check_given_plan(plan: torch.Tensor, shape: tuple[int, int, int]) -> None:
+    """A given plan must be a (B, n, m) float tensor; on the CPU also finite and non-negative.
+
+    CUDA plans are not scanned: it would cost a host sync per call (AlignMixup passes its plans every step).
+    """
+    check_float_tensor(plan, "plan", 3, finite=False)
+    if plan.shape != shape:
+        raise ValueError(f"plan must have shape (B, n, m) = {shape}, got {tuple(plan.shape)}")
+    if plan.device.type == "cpu" and not bool((plan.detach() >= 0).logical_and_(plan.detach().isfinite()).all()):
+        raise ValueError("plan has NaN, Inf or negative entries: a transport plan is a non-negative coupling "
+                         "(from transport_plan, or your own with rows summing to 1/n and columns to 1/m)")
+
+
 def align(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
     *,
-    direction: Direction = "to_x",
-    solver: str | Solver = "torch",
-    eps: float | None = None,
-    max_iter: int | None = None,
-    tol: float | None = None,
+    direction: Direction = "to_a",
+    solver: str | Solver = "default",
+    eps: float | None = None, max_iter: int | None = None, tol: float | None = None,
     cost_scale: CostScale | None = None,
     detach_plan: bool = True,
     plan: torch.Tensor | None = None,
@@ -76,37 +120,47 @@ def align(
     """Align one point set to the other's coordinates by optimal transport.
 
     Args:
-        x: Points (B, n, C), e.g. a feature map ``fmap.flatten(2).transpose(1, 2)``.
-        y: Points (B, m, C).
-        direction: "to_x" returns y carried onto x's n positions (the paper's A' R^T), shape
-            (B, n, C); "to_y" returns x carried onto y's m positions (A R), shape (B, m, C).
+        a: Points (B, n, C), e.g. a feature map ``fmap.flatten(2).transpose(1, 2)``.
+        b: Points (B, m, C).
+        direction: "to_a" returns b carried onto a's n positions (the paper's A' R^T), shape
+            (B, n, C); "to_b" returns a carried onto b's m positions (A R), shape (B, m, C).
+            ('to_x' and 'to_y', the old names, still work with a DeprecationWarning.)
         solver: Registry name or :class:`Solver`.
         eps: Entropic regularisation; None takes the solver's default.
         max_iter: Iteration budget; None takes the solver's default.
         tol: Stopping tolerance; None takes the solver's default.
         cost_scale: Cost scaling; None takes the solver's default.
         detach_plan: Treat the plan as a constant, as the paper does; gradients still reach both
-            x and y through the projection. False differentiates through the solver's iterations.
-        plan: A precomputed (B, n, m) plan between x and y (e.g. reused from an earlier call); the
-            solver arguments are then unused.
+            a and b through the projection. False differentiates through the solver's iterations
+            (solvers with ``differentiable=False``, such as 'pot', raise instead).
+        plan: A precomputed (B, n, m) plan between a and b (e.g. reused from an earlier call); the
+            solver arguments are then unused. Checked for NaN, Inf and negative entries on the CPU only.
 
     Returns:
-        The aligned points in x's dtype.
+        The aligned points in a's dtype.
+
+    Raises:
+        ValueError: Bad shapes or arguments, a bad given plan, or ``detach_plan=False`` with a solver
+            that cannot carry gradients.
     """
-    check_point_sets(x, y)
-    if direction not in ("to_x", "to_y"):
-        raise ValueError(f"direction must be 'to_x' or 'to_y', got {direction!r}")
+    check_point_sets(a, b, ("a", "b"))
+    direction = _check_direction(direction)
     if plan is None:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_plan):
+        s = get_solver(solver)
+        needs_grad = not detach_plan and torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+        if needs_grad and not s.differentiable:
+            raise ValueError(f"solver {s.name!r} cannot differentiate its plan (detach_plan=False): use "
+                             "detach_plan=True (the paper's choice) or a differentiable solver such as 'torch'")
+        with torch.set_grad_enabled(needs_grad):
             plan = transport_plan(
-                x.detach() if detach_plan else x, y.detach() if detach_plan else y,
-                solver=solver, eps=eps, max_iter=max_iter, tol=tol, cost_scale=cost_scale,
+                a if needs_grad else a.detach(), b if needs_grad else b.detach(),
+                solver=s, eps=eps, max_iter=max_iter, tol=tol, cost_scale=cost_scale,
             )
-    elif plan.shape != (x.shape[0], x.shape[1], y.shape[1]):
-        raise ValueError(f"plan must have shape (B, n, m) = {(x.shape[0], x.shape[1], y.shape[1])}, got {tuple(plan.shape)}")
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        if direction == "to_x":
-            out = barycentric_projection(plan, y.to(plan.dtype))
+    else:
+        _check_given_plan(plan, (a.shape[0], a.shape[1], b.shape[1]))
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        if direction == "to_a":
+            out = barycentric_projection(plan, b.to(plan.dtype))
         else:
-            out = barycentric_projection(plan.transpose(1, 2), x.to(plan.dtype))
-    return out.to(x.dtype)
+            out = barycentric_projection(plan.transpose(1, 2), a.to(plan.dtype))
+    return out.to(a.dtype)

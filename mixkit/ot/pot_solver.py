@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._checks import check_float_tensor, check_solver_args
-from .metrics import marginal_error
-from .torch_solver import DEFAULT_EPS, SolverInfo
+from .contract import DEFAULT_EPS, SolverInfo, solver_entry
+from .metrics import plan_marginal_error
 
 DEFAULT_POT_MAX_ITER = 1000
 DEFAULT_POT_TOL = 1e-4
@@ -21,12 +20,9 @@ def _solve_batch():
     return solve_batch
 
 
+@solver_entry()
 def sinkhorn_pot(
-    cost: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-    max_iter: int = DEFAULT_POT_MAX_ITER,
-    tol: float = DEFAULT_POT_TOL,
-    *,
+    cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_POT_MAX_ITER, tol: float = DEFAULT_POT_TOL, *,
     batched: bool = True,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
@@ -39,15 +35,13 @@ def sinkhorn_pot(
         tol: POT's stopping threshold (its own criterion: the L2 norm of the row-marginal error for
             ``solve_batch``, checked every 10 iterations).
         batched: Use ``ot.solve_batch`` (if the installed POT has it); False loops ``ot.sinkhorn``.
-        return_info: Also return a :class:`SolverInfo`.
+        return_info: Also return a :class:`SolverInfo` (``converged``: POT stopped before ``max_iter``).
 
     Returns:
         Plans (B, n, m) on the cost's device and dtype (fp32 at least).
     """
     import ot
 
-    check_float_tensor(cost, "cost", 3)
-    check_solver_args(eps, max_iter, tol)
     out_dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
     np_cost = cost.detach().to("cpu", out_dtype).numpy()
     B, n, m = np_cost.shape
@@ -66,4 +60,4 @@ def sinkhorn_pot(
     plan_t = torch.from_numpy(np.ascontiguousarray(plan)).to(cost.device, out_dtype)
     if not return_info:
         return plan_t
-    return plan_t, SolverInfo(n_iter, marginal_error(plan_t).amax())
+    return plan_t, SolverInfo(n_iter, plan_marginal_error(plan_t).amax(), "pot", n_iter < max_iter)

@@ -1,16 +1,21 @@
-"""Solvers looked up by name; each keeps one contract: ``solve(cost, eps, max_iter, tol) -> plan``."""
+"""Solvers looked up by name (:class:`mixkit.registry.Registry`); each keeps one contract:
+``solve(cost, eps, max_iter, tol, *, return_info=False) -> plan``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ..registry import Registry
+from .contract import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, check_solver_args
 from .cost import CostScale
+from .default_solver import sinkhorn_default
 from .pot_solver import DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, sinkhorn_pot
 from .reference import REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, sinkhorn_reference
-from .torch_solver import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, sinkhorn_torch
+from .torch_solver import sinkhorn_torch
 from .triton_solver import sinkhorn_triton
 
 SolveFn = Callable[..., torch.Tensor]
@@ -23,12 +28,16 @@ class Solver:
     Attributes:
         name: Registry name.
         solve: ``solve(cost[B,n,m], eps, max_iter, tol, *, return_info=False) -> plan[B,n,m]``,
-            uniform marginals 1/n and 1/m.
+            uniform marginals 1/n and 1/m. Functions wrapped by :func:`mixkit.ot.contract.solver_entry`
+            validate their input; their ``.unchecked`` kernel is what :func:`mixkit.ot.transport_plan`
+            runs after validating once itself.
         eps: Default entropic regularisation, in units of the cost after ``cost_scale``.
         max_iter: Default iteration budget.
         tol: Default stopping tolerance (each solver's own criterion).
         cost_scale: How :func:`mixkit.ot.normalize_cost` scales the cost before solving.
         description: One line for listings and ``--help``.
+        differentiable: Whether a plan can carry gradients back to the cost
+            (``align(..., detach_plan=False)``).
     """
 
     name: str
@@ -38,9 +47,11 @@ class Solver:
     tol: float
     cost_scale: CostScale
     description: str
+    differentiable: bool = True
 
-    def __call__(self, cost: torch.Tensor, eps: float | None = None, max_iter: int | None = None,
-                 tol: float | None = None, **kwargs) -> torch.Tensor:
+    def __call__(self, cost: torch.Tensor, eps: Any = None, max_iter: Any = None, tol: Any = None,
+                 **kwargs: Any) -> Any:
+        """Solve with this solver's defaults for the arguments left None (validated by ``solve``)."""
         return self.solve(
             cost,
             self.eps if eps is None else eps,
@@ -49,45 +60,57 @@ class Solver:
             **kwargs,
         )
 
+    def resolve_args(self, eps: Any, max_iter: Any, tol: Any) -> tuple[float, int, float]:
+        """eps, max_iter and tol with this solver's defaults for None, validated."""
+        return check_solver_args(self.eps if eps is None else eps, self.max_iter if max_iter is None else max_iter,
+                                 self.tol if tol is None else tol)
 
-_SOLVERS: dict[str, Solver] = {}
+    def solve_unchecked(self, cost: torch.Tensor, eps: float, max_iter: int, tol: float, **kwargs: Any) -> Any:
+        """Run the kernel without the input checks (the caller validated the cost and the arguments)."""
+        return getattr(self.solve, "unchecked", self.solve)(cost, eps, max_iter, tol, **kwargs)
+
+
+_SOLVERS: Registry[Solver] = Registry("OT solver")
 
 
 def register_solver(solver: Solver, *, overwrite: bool = False) -> Solver:
-    """Add a solver to the registry under ``solver.name``."""
-    if solver.name in _SOLVERS and not overwrite:
-        raise ValueError(f"a solver named {solver.name!r} is already registered; pass overwrite=True to replace it")
-    _SOLVERS[solver.name] = solver
-    return solver
+    """Add a solver to the registry under ``solver.name`` (a taken name raises unless ``overwrite``)."""
+    if not isinstance(solver, Solver):
+        raise TypeError(f"register_solver takes a mixkit.ot.Solver, got {type(solver).__name__}")
+    return _SOLVERS.register(solver.name, solver, overwrite=overwrite)
 
 
 def get_solver(name: str | Solver) -> Solver:
-    """The registered solver called ``name`` (a :class:`Solver` passes through)."""
+    """The registered solver called ``name`` (a :class:`Solver` passes through).
+
+    Raises:
+        TypeError: ``name`` is neither a string nor a Solver.
+        ValueError: No solver has that name (the message lists the names).
+    """
     if isinstance(name, Solver):
         return name
-    if name not in _SOLVERS:
-        raise ValueError(f"unknown OT solver {name!r}; available: {list_solvers()}")
-    return _SOLVERS[name]
+    if not isinstance(name, str):
+        raise TypeError(f"solver must be a registered solver name (str) or a mixkit.ot.Solver, got "
+                        f"{type(name).__name__} {name!r}; available: {list_solvers()}")
+    return _SOLVERS.get(name)
 
 
 def list_solvers() -> list[str]:
     """Names of the registered solvers."""
-    return sorted(_SOLVERS)
+    return _SOLVERS.list()
 
 
-register_solver(Solver(
-    "torch", sinkhorn_torch, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
-    "batched epsilon-scaling Sinkhorn in torch (default): converged and sharp, no host sync on CUDA",
-))
-register_solver(Solver(
-    "pot", sinkhorn_pot, DEFAULT_EPS, DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, "std",
-    "POT's log-domain Sinkhorn (ot.solve_batch), the reference implementation",
-))
-register_solver(Solver(
-    "reference", sinkhorn_reference, REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, "none",
-    "the paper's published solver: raw cost, eps 0.1, at most 100 log-domain iterations",
-))
-register_solver(Solver(
-    "triton", sinkhorn_triton, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
-    "the torch solver fused in one Triton CUDA kernel, per-problem early exit (opt-in, not yet measured on a GPU)",
-))
+for _solver in (
+    Solver("default", sinkhorn_default, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
+           "the fused Triton kernel on CUDA (guarded: checked once per shape, torch on failure), torch elsewhere"),
+    Solver("torch", sinkhorn_torch, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
+           "batched epsilon-scaling Sinkhorn in torch: converged and sharp, at most 10 host syncs on CUDA"),
+    Solver("pot", sinkhorn_pot, DEFAULT_EPS, DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, "std",
+           "POT's log-domain Sinkhorn (ot.solve_batch) on the host, the reference implementation (no gradient)",
+           differentiable=False),
+    Solver("reference", sinkhorn_reference, REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, "none",
+           "the paper's published solver: raw cost, eps 0.1, at most 100 log-domain iterations"),
+    Solver("triton", sinkhorn_triton, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
+           "the torch solver fused in one Triton CUDA kernel, per-problem early exit, no guard"),
+):
+    register_solver(_solver)

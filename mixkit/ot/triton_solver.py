@@ -25,17 +25,21 @@ from typing import Any
 
 import torch
 
-from ._checks import check_float_tensor, check_solver_args
-from .metrics import marginal_error
-from .torch_solver import (
+from .contract import (
+    DEFAULT_CHECK_EVERY,
     DEFAULT_EPS,
     DEFAULT_MAX_ITER,
-    DEFAULT_OMEGA,
     DEFAULT_TOL,
+    SCALING_DEFAULTS,
     SolverInfo,
     anneal_schedule,
-    sinkhorn_torch,
+    check_scaling_options,
+    solver_entry,
+    stage_budgets,
+    warn_not_converged,
 )
+from .metrics import plan_marginal_error
+from .torch_solver import sinkhorn_torch
 
 # One program holds its whole padded n x m kernel in registers. ptxas (sm_90a) reports no spills up to
 # 64 x 64 (49x49 problems), some from 128 x 128, and kilobytes per thread at 256 x 256 (196x196 ViT
@@ -49,36 +53,6 @@ _INSTALL_HINT = (
     "the 'triton' OT solver needs the triton package (it ships with CUDA builds of torch; "
     "`pip install triton` otherwise), or use solver='torch'"
 )
-
-
-class SolverInfoPerProblem(SolverInfo):
-    """A :class:`SolverInfo` that also carries each problem's iteration count.
-
-    Attributes:
-        n_iter_per_problem: (B,) int32 iterations per problem (annealing included), on the cost's device.
-    """
-
-    n_iter_per_problem: torch.Tensor
-
-    def __new__(cls, n_iter: int, marginal_error: torch.Tensor,
-                n_iter_per_problem: torch.Tensor) -> SolverInfoPerProblem:
-        self = super().__new__(cls, n_iter, marginal_error)
-        self.n_iter_per_problem = n_iter_per_problem
-        return self
-
-
-def _stage_budgets(n_stages: int, max_iter: int, stage_iters: int) -> list[int]:
-    """Scaling iterations per stage, as sinkhorn_torch spends them (one log update per stage counts too)."""
-    budgets, n_iter = [], 0
-    for stage in range(n_stages):
-        n_iter += 1
-        if stage == n_stages - 1:
-            budget = max_iter - n_iter
-        else:
-            budget = min(stage_iters, max_iter - n_iter - (n_stages - stage - 1))
-        budgets.append(max(0, budget))
-        n_iter += budgets[-1]
-    return budgets
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,7 +84,7 @@ def _build_kernel() -> tuple[Any, bool]:
 
     @triton.jit
     def sinkhorn_kernel(
-        cost_ptr, plan_ptr, iters_ptr, eps_ptr, budget_ptr,
+        cost_ptr, plan_ptr, iters_ptr, conv_ptr, eps_ptr, budget_ptr,
         n, m, stride_b, stride_n, stride_m, n_stages,
         tol, omega, tiny, check_every, absorb_every,
         BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -131,6 +105,7 @@ def _build_kernel() -> tuple[Any, bool]:
         f = tl.zeros([BLOCK_N], dtype=tl.float32)
         g = tl.zeros([BLOCK_M], dtype=tl.float32)
         n_iter = pid * 0
+        converged = pid * 0  # the last stage's test, stored per problem (defined here: loop-carried)
         for stage in range(n_stages):
             eps_k = tl.load(eps_ptr + stage)
             budget = tl.load(budget_ptr + stage)
@@ -181,12 +156,14 @@ def _build_kernel() -> tuple[Any, bool]:
         plan_ptrs = plan_ptr + pid.to(tl.int64) * (n * m) + rows[:, None] * m + cols[None, :]
         tl.store(plan_ptrs, plan, mask=mask)
         tl.store(iters_ptr + pid, n_iter)
+        tl.store(conv_ptr + pid, converged)
 
     # TRITON_INTERPRET=1 (read by triton.jit above) makes it an InterpretedFunction.
     return sinkhorn_kernel, type(sinkhorn_kernel).__name__ == "InterpretedFunction"
 
 
-def _fallback_reason(cost: torch.Tensor, interpreted: bool) -> str | None:
+def fallback_reason(cost: torch.Tensor, interpreted: bool) -> str | None:
+    """Why the fused kernel cannot solve this cost (None when it can)."""
     if cost.dtype == torch.float64:
         return "the kernel computes in fp32 and the cost is fp64"
     if cost.requires_grad and torch.is_grad_enabled():
@@ -199,40 +176,80 @@ def _fallback_reason(cost: torch.Tensor, interpreted: bool) -> str | None:
     return None
 
 
+def _check_options(options: dict[str, Any], **_: Any) -> None:
+    unknown = sorted(set(options) - set(SCALING_DEFAULTS) - {"warn"})
+    if unknown:
+        raise TypeError(f"sinkhorn_triton got unknown options {unknown}; it takes {sorted(SCALING_DEFAULTS)} and warn")
+    check_scaling_options(**{**SCALING_DEFAULTS, **options})
+
+
+def launch_fused(cost: torch.Tensor, eps: float, max_iter: int, tol: float, **options: Any):
+    """Run the fused kernel, unchecked: returns (plan, per-problem iterations, per-problem converged flags).
+
+    No host sync (the kernel is one launch; the schedule table is cached on the device). The caller
+    makes sure the kernel applies (:func:`fallback_reason` is None).
+    """
+    opts = {**SCALING_DEFAULTS, **options}
+    opts.pop("warn", None)
+    kernel, _ = _build_kernel()
+    schedule = anneal_schedule(eps, opts["anneal_factor"], opts["decay"], max_iter)
+    budgets = stage_budgets(len(schedule), max_iter, opts["stage_iters"])
+    eps_t, budget_t = _stage_table(tuple(schedule), tuple(budgets), cost.device)
+    cost = cost.detach().float()
+    B, n, m = cost.shape
+    plan = torch.empty(B, n, m, dtype=torch.float32, device=cost.device)
+    iters = torch.empty(B, dtype=torch.int32, device=cost.device)
+    conv = torch.empty(B, dtype=torch.int32, device=cost.device)
+    block_n, block_m = max(16, _next_pow2(n)), max(16, _next_pow2(m))
+    num_warps = min(_MAX_WARPS, _next_pow2(max(1, block_n * block_m // (32 * _ENTRIES_PER_THREAD))))
+    # The kernel checks convergence itself, per problem, so a check costs no sync: every 10 iterations.
+    check_every = opts["check_every"] or DEFAULT_CHECK_EVERY
+    # The launch goes to the current CUDA device: make it the cost's.
+    with torch.cuda.device(cost.device) if cost.is_cuda else contextlib.nullcontext():
+        kernel[(B,)](
+            cost, plan, iters, conv, eps_t, budget_t,
+            n, m, cost.stride(0), cost.stride(1), cost.stride(2), len(schedule),
+            float(tol), float(opts["omega"]), torch.finfo(torch.float32).tiny, check_every,
+            opts["absorb_every"], BLOCK_N=block_n, BLOCK_M=block_m, num_warps=num_warps,
+        )
+    return plan, iters, conv
+
+
+def fused_info(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol: float, warn: bool) -> SolverInfo:
+    """The :class:`SolverInfo` of a fused solve (one host sync), warning if a problem did not converge."""
+    converged = bool(conv.all())
+    n_iter = int(iters.max())
+    error = plan_marginal_error(plan).amax()
+    if not converged and warn:
+        warn_not_converged("triton", float(error), tol, n_iter)
+    return SolverInfo(n_iter, error, "triton", converged, iters)
+
+
+@solver_entry(_check_options)
 def sinkhorn_triton(
-    cost: torch.Tensor,
-    eps: float = DEFAULT_EPS,
-    max_iter: int = DEFAULT_MAX_ITER,
-    tol: float = DEFAULT_TOL,
-    *,
-    anneal_factor: float = 64.0,
-    decay: float = 0.5,
-    stage_iters: int = 4,
-    check_every: int = 10,
-    absorb_every: int = 100,
-    omega: float = DEFAULT_OMEGA,
+    cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     return_info: bool = False,
+    **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
     """Entropic OT plans with uniform marginals, :func:`mixkit.ot.sinkhorn_torch` fused in one Triton kernel.
 
-    Same algorithm and defaults as ``sinkhorn_torch``; unlike it, convergence is checked on CUDA too,
-    per problem, inside the kernel. Falls back to ``sinkhorn_torch`` (with a warning saying why) for
-    fp64 costs, costs that need a gradient (the kernel has no backward), host tensors outside the
-    interpreter, and problems whose padded size exceeds :data:`MAX_TILE` (256 x 256).
+    Same algorithm, defaults and keyword options as ``sinkhorn_torch`` (``anneal_factor``, ``decay``,
+    ``stage_iters``, ``check_every``, ``absorb_every``, ``omega``, ``warn``); unlike it, convergence
+    is checked per problem inside the kernel (every ``check_every`` iterations, 10 by default, at no
+    host sync) and each problem stops on its own. Falls back to ``sinkhorn_torch`` (with a warning
+    saying why) for fp64 costs, costs that need a gradient (the kernel has no backward), host tensors
+    outside the interpreter, and problems whose padded size exceeds :data:`MAX_TILE` (256 x 256).
+    The 'default' solver (:mod:`mixkit.ot.default_solver`) adds a plan check and a silent-failure
+    guard on top.
 
     Args:
         cost: Cost (B, n, m), already scaled (see :func:`mixkit.ot.normalize_cost`).
         eps: Entropic regularisation, in the cost's units.
         max_iter: Iteration budget per problem, annealing included.
         tol: Each problem stops when its marginal error (L1, rows plus columns) is below this.
-        anneal_factor: The first stage's eps is ``eps * anneal_factor``; 1 disables annealing.
-        decay: Ratio between consecutive eps stages.
-        stage_iters: Scaling iterations per intermediate stage.
-        check_every: Convergence check period (last stage).
-        absorb_every: Period at which the scalings are absorbed into the potentials (one exp).
-        omega: Over-relaxation of the last stage's scaling updates, in [1, 2).
-        return_info: Also return a :class:`SolverInfoPerProblem`; its ``n_iter`` (the batch's
-            largest count) costs one host sync.
+        return_info: Also return a :class:`SolverInfo` with ``n_iter_per_problem``; it costs one host
+            sync (and warns if a problem did not converge).
+        **options: The epsilon-scaling options of :func:`mixkit.ot.sinkhorn_torch`.
 
     Returns:
         Plans (B, n, m) in fp32 (fp64 through the fallback), each summing to 1 with rows 1/n and
@@ -241,40 +258,12 @@ def sinkhorn_triton(
     Raises:
         ImportError: triton is not installed.
     """
-    check_float_tensor(cost, "cost", 3)
-    check_solver_args(eps, max_iter, tol)
-    if absorb_every < 1 or check_every < 1 or stage_iters < 0:
-        raise ValueError(
-            f"absorb_every and check_every must be >= 1 and stage_iters >= 0, got {absorb_every}, {check_every}, {stage_iters}"
-        )
-    if not 1 <= omega < 2:
-        raise ValueError(f"omega (over-relaxation) must be in [1, 2), got {omega}")
-    schedule = anneal_schedule(eps, anneal_factor, decay)
-    kernel, interpreted = _build_kernel()
-    reason = _fallback_reason(cost, interpreted)
+    _, interpreted = _build_kernel()
+    reason = fallback_reason(cost, interpreted)
     if reason is not None:
-        warnings.warn(f"sinkhorn_triton: {reason}; solving with sinkhorn_torch instead", stacklevel=2)
-        return sinkhorn_torch(cost, eps, max_iter, tol, anneal_factor=anneal_factor, decay=decay,
-                              stage_iters=stage_iters, check_every=check_every, absorb_every=absorb_every,
-                              omega=omega, return_info=return_info)
-
-    cost = cost.detach().float()
-    B, n, m = cost.shape
-    budgets = _stage_budgets(len(schedule), max_iter, stage_iters)
-    eps_t, budget_t = _stage_table(tuple(schedule), tuple(budgets), cost.device)
-    plan = torch.empty(B, n, m, dtype=torch.float32, device=cost.device)
-    iters = torch.empty(B, dtype=torch.int32, device=cost.device)
-    block_n, block_m = max(16, _next_pow2(n)), max(16, _next_pow2(m))
-    num_warps = min(_MAX_WARPS, _next_pow2(max(1, block_n * block_m // (32 * _ENTRIES_PER_THREAD))))
-    # The launch goes to the current CUDA device: make it the cost's.
-    with torch.cuda.device(cost.device) if cost.is_cuda else contextlib.nullcontext():
-        kernel[(B,)](
-            cost, plan, iters, eps_t, budget_t,
-            n, m, cost.stride(0), cost.stride(1), cost.stride(2), len(schedule),
-            float(tol), float(omega), torch.finfo(torch.float32).tiny, check_every, absorb_every,
-            BLOCK_N=block_n, BLOCK_M=block_m, num_warps=num_warps,
-        )
+        warnings.warn(f"sinkhorn_triton: {reason}; solving with sinkhorn_torch instead", stacklevel=3)
+        return sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=return_info, **options)
+    plan, iters, conv = launch_fused(cost, eps, max_iter, tol, **options)
     if not return_info:
         return plan
-    return plan, SolverInfoPerProblem(int(iters.max()), marginal_error(plan).amax(), iters)
-
+    return plan, fused_info(plan, iters, conv, tol, options.get("warn", True))

@@ -1,0 +1,187 @@
+"""The 'default' solver: the fused Triton kernel on CUDA, guarded; the torch solver everywhere else.
+
+The fused kernel (:mod:`mixkit.ot.triton_solver`) is one launch per solve with no host sync, which
+is what a training step on a GPU needs; but it is compiled code that no CPU test runs as the GPU
+does. So the first solve of each (n, m) shape in a process checks the kernel's plan (finite, marginal
+error within tol: one host sync, once per shape); if the check fails or the kernel raises, that
+shape goes to the torch solver for the rest of the process, with a warning naming the reason. A
+plan that did not converge because the problem is hard (the torch solver does no better) keeps the
+kernel and warns. After the first solve, the kernel's per-problem convergence flags are copied to
+the host without waiting (pinned memory, an event) and read at a later call: a non-converged solve
+warns one step late instead of costing a sync.
+
+``resolve_solver(device)`` says which solver the default runs on a device; ``SolverInfo.solver``
+says which one did (fp64 costs, costs that need a gradient and problems too large for one
+program's registers take the torch solver without a warning: a choice, not a failure).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import math
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from .contract import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, SolverInfo, solver_entry, warn_not_converged
+from .metrics import plan_marginal_error
+from .torch_solver import sinkhorn_torch
+from .triton_solver import _build_kernel, _check_options, fallback_reason, fused_info, launch_fused
+
+ENV_DEFAULT_SOLVER = "MIXKIT_OT_DEFAULT_SOLVER"
+# (n, m) -> None once the kernel's plan passed its check for that shape, else the reason it failed.
+_CHECKED_SHAPES: dict[tuple[int, int], str | None] = {}
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def resolve_solver(device: torch.device | str) -> str:
+    """Name of the solver the 'default' solver runs on ``device``: 'triton' (the fused kernel) on CUDA
+    when triton imports, else 'torch'.
+
+    The environment variable ``MIXKIT_OT_DEFAULT_SOLVER`` ('torch' or 'triton') overrides the choice on
+    every device: 'torch' keeps a GPU run on the torch solver; 'triton' with ``TRITON_INTERPRET=1`` runs
+    the CUDA pipeline's logic on CPU tensors (to count its ops and syncs without a GPU). A shape whose
+    kernel check failed in this process still goes to 'torch' (see :func:`guard_state`);
+    ``SolverInfo.solver`` reports what actually ran.
+    """
+    forced = os.environ.get(ENV_DEFAULT_SOLVER, "")
+    if forced:
+        if forced not in ("torch", "triton"):
+            raise ValueError(f"{ENV_DEFAULT_SOLVER}={forced!r}: set it to 'torch' or 'triton', or unset it")
+        return forced if forced == "torch" or _triton_importable() else "torch"
+    if torch.device(device).type == "cuda" and _triton_importable():
+        return "triton"
+    return "torch"
+
+
+def guard_state() -> dict[tuple[int, int], str | None]:
+    """A copy of the guard's record: per (n, m) shape solved by the kernel in this process, None if its
+    plan passed the check, else why the shape now goes to the torch solver."""
+    return dict(_CHECKED_SHAPES)
+
+
+def reset_guard() -> None:
+    """Forget which shapes were checked (the next solve of each checks again)."""
+    _CHECKED_SHAPES.clear()
+    _PENDING.clear()
+
+
+class _LazyFlags:
+    """Non-convergence flags of earlier fused solves, copied to the host without a sync and read when ready."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[torch.Tensor, Any, float]] = []
+
+    def add(self, conv: torch.Tensor, tol: float) -> None:
+        failed = (conv == 0).any()
+        if failed.is_cuda:
+            host = torch.empty((), dtype=torch.bool, pin_memory=True)
+            host.copy_(failed, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host, event = failed, None
+        self._pending.append((host, event, tol))
+
+    def poll(self) -> None:
+        ready = [p for p in self._pending if p[1] is None or p[1].query()]
+        self._pending = [p for p in self._pending if p not in ready]
+        for host, _, tol in ready:
+            if host.numpy().any():  # a host read of a finished copy: no device sync
+                warnings.warn(
+                    f"default OT solver: the fused kernel did not converge to tol {tol:g} on some problems of "
+                    "an earlier solve; raise max_iter or eps, or pass return_info=True to see SolverInfo.converged",
+                    RuntimeWarning, stacklevel=4)
+
+    def clear(self) -> None:
+        self._pending.clear()
+
+
+_PENDING = _LazyFlags()
+
+
+def _slack(tol: float) -> float:
+    # The kernel tests u * (K v); the plan re-formed from the potentials adds fp32 rounding on top.
+    return max(2 * tol, tol + 1e-5)
+
+
+def _check_first_solve(cost, plan, eps, max_iter, tol, options) -> tuple[str | None, Any]:
+    """The one-sync check of a shape's first fused plan: (reason to fall back or None, torch's solve if run)."""
+    error = float(plan_marginal_error(plan).amax())  # NaN or Inf for a non-finite plan
+    if not math.isfinite(error):
+        return "returned a plan with NaN or Inf", None
+    if error <= _slack(tol):
+        return None, None
+    # Over tolerance: the kernel's fault only if the torch solver converges on the same cost.
+    torch_out = sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=True, **{**options, "warn": False})
+    if float(torch_out[1].marginal_error) <= _slack(tol):
+        return f"left a marginal error of {error:.3g} where the torch solver reaches tol {tol:g}", torch_out
+    if options.get("warn", True):  # a hard problem for both: keep the kernel, report the plan
+        warn_not_converged("triton", error, tol, max_iter)
+    return None, None
+
+
+def _solve_torch(cost, eps, max_iter, tol, return_info, options):
+    return sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=return_info, **options)
+
+
+@solver_entry(_check_options)
+def sinkhorn_default(
+    cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
+    return_info: bool = False,
+    **options: Any,
+) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
+    """Entropic OT plans with uniform marginals: the fused kernel on CUDA (guarded), the torch solver elsewhere.
+
+    Host syncs on CUDA through the kernel: one on the first solve of each (n, m) shape (the plan
+    check), none after (non-convergence is read lazily and warned one call late), one more with
+    ``return_info``. Through the torch solver: see :func:`mixkit.ot.sinkhorn_torch` (at most 10).
+
+    Args:
+        cost: Cost (B, n, m), already scaled (see :func:`mixkit.ot.normalize_cost`).
+        eps: Entropic regularisation, in the cost's units.
+        max_iter: Iteration budget, annealing included.
+        tol: Marginal error (L1, rows plus columns) to reach.
+        return_info: Also return a :class:`SolverInfo`; its ``solver`` is 'triton' or 'torch'.
+        **options: The epsilon-scaling options of :func:`mixkit.ot.sinkhorn_torch`.
+
+    Returns:
+        Plans (B, n, m), and the info if asked.
+    """
+    warn = options.get("warn", True)
+    _PENDING.poll()
+    shape = tuple(cost.shape[1:])
+    if resolve_solver(cost.device) != "triton" or _CHECKED_SHAPES.get(shape) is not None:
+        return _solve_torch(cost, eps, max_iter, tol, return_info, options)
+    if fallback_reason(cost, _build_kernel()[1]) is not None:  # fp64, grad, too large: the torch path's job
+        return _solve_torch(cost, eps, max_iter, tol, return_info, options)
+    torch_out, first = None, shape not in _CHECKED_SHAPES
+    try:
+        plan, iters, conv = launch_fused(cost, eps, max_iter, tol, **options)
+    except Exception as err:  # noqa: BLE001  (any failure of compiled code falls back, with its reason)
+        reason = f"raised {type(err).__name__}: {err}"
+    else:
+        reason = None
+        if first:  # the one sync per shape; it also reports a plan that did not converge
+            reason, torch_out = _check_first_solve(cost, plan, eps, max_iter, tol, options)
+            _CHECKED_SHAPES[shape] = reason
+    if reason is not None:
+        _CHECKED_SHAPES[shape] = reason
+        warnings.warn(f"default OT solver: the fused Triton kernel {reason} on a {shape[0]}x{shape[1]} problem; "
+                      "that shape is solved by the torch solver from now on (solver='torch' chooses it outright)",
+                      RuntimeWarning, stacklevel=3)
+        if torch_out is not None:
+            return torch_out if return_info else torch_out[0]
+        return _solve_torch(cost, eps, max_iter, tol, return_info, options)
+    if return_info:
+        return plan, fused_info(plan, iters, conv, tol, warn and not first)
+    if warn and not first:
+        _PENDING.add(conv, tol)
+    return plan

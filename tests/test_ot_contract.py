@@ -1,0 +1,228 @@
+"""The solver contract: exact costs under shifts and scales, reported non-convergence, honoured budgets,
+argument types, the align vocabulary and its bad inputs, the periodic-check (CUDA) schedule on the CPU."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from mixkit.ot import (
+    align,
+    default_check_every,
+    get_solver,
+    marginal_error,
+    normalize_cost,
+    sinkhorn_pot,
+    sinkhorn_torch,
+    squared_euclidean_cost,
+    stage_budgets,
+    transport_plan,
+)
+
+
+def points(B=4, n=12, m=10, C=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(B, n, C, generator=g, dtype=dtype), torch.randn(B, m, C, generator=g, dtype=dtype)
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts dispatched aten ops and the ones that read a value back on the host (a sync on CUDA)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops, self.syncs = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.syncs += func.__name__.split(".")[0] in ("_local_scalar_dense", "is_nonzero", "item")
+        return func(*args, **(kwargs or {}))
+
+
+# --------------------------------------------------------------------------- costs exact under shifts and scales
+
+
+@pytest.mark.parametrize(
+    ("shift", "scale"),
+    [(300.0, 1.0), (1e4, 1.0), (0.0, 1e9), (0.0, 1e18), (0.0, 1e-20), (300.0, 1e6)],
+    ids=["shift-300", "shift-1e4", "scale-1e9", "scale-1e18", "scale-1e-20", "shift-and-scale"],
+)
+def test_fp32_plans_of_shifted_and_scaled_features_match_fp64(shift, scale):
+    """A plan depends only on the features' relative geometry: fp32 must see it as fp64 does."""
+    x, y = points(dtype=torch.float64)
+    reference = transport_plan(x, y, solver="torch", tol=1e-6, max_iter=5000)  # fp64, unshifted
+    moved_x, moved_y = ((x + shift) * scale).float(), ((y + shift) * scale).float()
+    plan, info = transport_plan(moved_x, moved_y, solver="torch", tol=1e-6, max_iter=5000, return_info=True)
+    assert plan.dtype == torch.float32 and info.converged
+    # fp32 features far from the origin are themselves rounded (shift 1e4: 1e-3 of the unit spread).
+    atol = 2e-2 if shift >= 1e4 else 2e-3
+    assert (plan.double() - reference).abs().max() * 12 < atol
+    pot = sinkhorn_pot(normalize_cost(squared_euclidean_cost(x, y)), 0.05, 20000, 1e-9)
+    assert (plan.double() - pot).abs().max() * 12 < atol
+
+
+def test_raw_cost_of_huge_features_is_an_error_not_a_silent_inf():
+    x, y = points()
+    cost = squared_euclidean_cost(x * 1e9, y * 1e9)  # 1e18-sized distances fit fp32
+    torch.testing.assert_close(cost, squared_euclidean_cost(x.double(), y.double()).float() * 1e18, rtol=1e-4, atol=0)
+    with pytest.raises(ValueError, match="overflow"):
+        squared_euclidean_cost(x * 1e20, y * 1e20)
+    # ...but the scaled cost a solver sees needs no raw value: the plan still comes.
+    assert torch.isfinite(transport_plan(x * 1e20, y * 1e20)).all()
+
+
+# --------------------------------------------------------------------------- convergence and budgets
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 5, 7, 8, 12, 40])
+def test_max_iter_is_honoured_and_short_budgets_are_reported(max_iter):
+    x, y = points()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan, info = transport_plan(x, y, solver="torch", max_iter=max_iter, return_info=True)
+    assert info.n_iter <= max_iter
+    converged = marginal_error(plan).max() <= 1e-3
+    assert info.converged == converged
+    assert any("did not converge" in str(w.message) for w in caught) == (not converged)
+
+
+def test_stage_budgets_spend_exactly_max_iter():
+    for n_stages in range(1, 9):
+        for max_iter in range(n_stages, 60):
+            budgets = stage_budgets(n_stages, max_iter, 4)
+            assert sum(budgets) + n_stages == max_iter and min(budgets) >= 0
+
+
+def test_too_small_eps_is_reported_on_the_default_path():
+    x, y = points()
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        transport_plan(x, y, eps=1e-4, max_iter=200)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+@pytest.mark.parametrize(
+    "eps", [np.float32(0.05), np.float64(0.05), torch.tensor(0.05), torch.tensor(0.05, dtype=torch.float64)],
+    ids=["np.float32", "np.float64", "0-d tensor", "0-d fp64 tensor"],
+)
+def test_eps_as_any_real_scalar_is_accepted(eps):
+    x, y = points()
+    torch.testing.assert_close(transport_plan(x, y, eps=eps), transport_plan(x, y, eps=0.05), rtol=0, atol=1e-6)
+    plan = get_solver("torch")(normalize_cost(squared_euclidean_cost(x, y)), eps, np.int64(1000), np.float32(1e-3))
+    assert marginal_error(plan).max() <= 1.01e-3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"eps": "0.05"}, "eps must be a real number, got str"),
+        ({"eps": [0.05]}, "eps must be a real number, got list"),
+        ({"eps": torch.tensor([0.05])}, "eps must be a real number or a 0-d real tensor"),
+        ({"eps": True}, "eps must be a real number, got bool"),
+        ({"max_iter": 10.5}, "max_iter must be an integer, got float"),
+        ({"tol": None, "max_iter": "100"}, "max_iter must be an integer, got str"),
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_type_errors_naming_the_type(kwargs, match):
+    x, y = points()
+    with pytest.raises(TypeError, match=match):
+        transport_plan(x, y, **kwargs)
+
+
+def test_solver_of_the_wrong_type_is_a_type_error_naming_the_argument():
+    with pytest.raises(TypeError, match=r"solver must be .* got list \['torch'\]"):
+        get_solver(["torch"])
+    x, y = points()
+    with pytest.raises(TypeError, match="solver must be"):
+        transport_plan(x, y, solver=["torch"])
+
+
+# --------------------------------------------------------------------------- align: vocabulary and bad input
+
+
+def test_align_directions_follow_the_mixing_vocabulary():
+    x, y = points(B=2, n=7, m=5)
+    plan = transport_plan(x, y)
+    torch.testing.assert_close(align(x, y, direction="to_a"), (plan / plan.sum(2, keepdim=True)) @ y)
+    cols = plan.transpose(1, 2)
+    torch.testing.assert_close(align(x, y, direction="to_b"), (cols / cols.sum(2, keepdim=True)) @ x)
+    for old, new in (("to_x", "to_a"), ("to_y", "to_b")):
+        with pytest.warns(DeprecationWarning, match=new):
+            torch.testing.assert_close(align(x, y, direction=old), align(x, y, direction=new))
+
+
+def test_align_without_detach_refuses_a_solver_without_gradients():
+    x, y = (t.requires_grad_() for t in points(B=1, n=4, m=4, C=3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="'pot' cannot differentiate"):
+        align(x, y, solver="pot", detach_plan=False)
+    align(x, y, solver="pot").sum().backward()  # a detached plan is fine
+    with torch.no_grad():  # nothing to differentiate: no error either
+        align(x, y, solver="pot", detach_plan=False)
+
+
+@pytest.mark.parametrize(
+    "bad", [float("nan"), float("inf"), -0.01], ids=["nan", "inf", "negative"],
+)
+def test_align_rejects_a_given_plan_that_is_not_a_coupling(bad):
+    x, y = points(B=2, n=5, m=4)
+    plan = torch.full((2, 5, 4), 1 / 20)
+    plan[1, 2, 3] = bad
+    with pytest.raises(ValueError, match="NaN, Inf or negative"):
+        align(x, y, plan=plan)
+
+
+# --------------------------------------------------------------------------- the periodic check of the CUDA path
+
+
+def test_cuda_check_schedule_keeps_plans_and_bounds_host_syncs_on_cpu():
+    """check_every=default_check_every('cuda', ...) runs the CUDA schedule on CPU tensors: the same plan
+    (to the solver's tolerance), iteration counts rounded up to the next check, at most 10 syncs."""
+    x, y = points(B=8, n=49, m=49, C=32, seed=3)
+    cost = normalize_cost(squared_euclidean_cost(x.relu(), y.relu()))
+    cpu_plan, cpu_info = sinkhorn_torch(cost, return_info=True)
+    every = default_check_every("cuda", 1000)
+    assert every == 100 and default_check_every("cpu", 1000) == 10
+    with SyncCounter() as counter:
+        cuda_plan, cuda_info = sinkhorn_torch(cost, check_every=every, return_info=True)
+    assert counter.syncs <= 10
+    assert cuda_info.converged and marginal_error(cuda_plan).max() <= 1.01e-3
+    assert (cuda_plan - cpu_plan).abs().max() * 49 < 5e-3
+    # Both stop at the first check after convergence: the CUDA run's last stage is the CPU's rounded up to
+    # 100 (the stages before it take 7 re-anchoring updates and 6 x 4 scaling iterations, 31 in all).
+    cpu_last, cuda_last = cpu_info.n_iter - 31, cuda_info.n_iter - 31
+    assert cpu_last % 10 == 0 and cuda_last == -(-cpu_last // 100) * 100
+
+
+def test_plans_are_unchanged_from_the_published_algorithm():
+    """A re-statement of the solver (plain tensors, no in-place tricks): log-domain re-anchoring per stage,
+    then scaling iterations, over-relaxed in the last stage; the same plan and iteration count."""
+    x, y = points(B=3, n=9, m=11, C=8, seed=4, dtype=torch.float64)
+    cost = normalize_cost(squared_euclidean_cost(x, y))
+    plan, info = sinkhorn_torch(cost, return_info=True)
+    n, m = 9, 11
+    f, g = torch.zeros(3, n, dtype=torch.float64), torch.zeros(3, m, dtype=torch.float64)
+    schedule = [0.05 * 64 * 0.5**k for k in range(6)] + [0.05]
+    n_iter = 0
+    for stage, eps in enumerate(schedule):
+        f = eps * (np.log(1 / n) - torch.logsumexp((g[:, None, :] - cost) / eps, dim=2))
+        g = eps * (np.log(1 / m) - torch.logsumexp((f[:, :, None] - cost) / eps, dim=1))
+        n_iter += 1
+        K = torch.exp((f[:, :, None] + g[:, None, :] - cost) / eps)
+        u, v = torch.ones(3, n, dtype=torch.float64), torch.ones(3, m, dtype=torch.float64)
+        last, steps = stage == len(schedule) - 1, 0
+        while steps < (1000 - n_iter if last else 4):
+            w = 1.5 if last else 1.0
+            u = u * ((1 / n) / (K @ v[..., None])[..., 0] / u) ** w
+            v = v * ((1 / m) / (K.transpose(1, 2) @ u[..., None])[..., 0] / v) ** w
+            steps += 1
+            if last and steps % 10 == 0:
+                p = u[:, :, None] * K * v[:, None, :]
+                if ((p.sum(2) - 1 / n).abs().sum(1) + (p.sum(1) - 1 / m).abs().sum(1)).max() < 1e-3:
+                    break
+        n_iter += steps
+        f, g = f + eps * torch.log(u), g + eps * torch.log(v)
+    expected = torch.exp((f[:, :, None] + g[:, None, :] - cost) / schedule[-1])
+    assert info.n_iter == n_iter
+    torch.testing.assert_close(plan, expected, rtol=1e-9, atol=1e-12)
