@@ -1,0 +1,209 @@
+"""End-to-end training throughput of mixkit-train's step per mixing method and loader.
+
+For each preset and loader, the same loop as ``mixkit.train``'s engine (batch from the loader, ``mixup_fn``,
+forward, loss, backward, optimizer step) runs with no mixing, timm's mixup and CutMix, Manifold Mixup and
+AlignMixup; each step's time is split into waiting for the next batch and computing. Presets:
+
+- ``resnet18``: timm resnet18, 128 px, batch 32, on a generated ImageFolder of JPEGs (torch loader) and its
+  .beton (ffcv loader, when ffcv is installed).
+- ``demo``: the ``make demo`` model (preact_resnet_tiny_cifar, widths 8-64) on Fashion-MNIST held in
+  memory, batch 128 (needs Debian's dataset-fashion-mnist).
+
+Writes ``benchmarks/results/train-<device>.json`` and ``.png``. The methods run interleaved, round by round,
+so that a change in the machine's load hits every method alike.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import (
+    MachineRecord,
+    common_parser,
+    describe_machine,
+    resolve_device,
+    result_path,
+    save_figure,
+    write_json,
+)
+from PIL import Image
+
+import mixkit  # noqa: F401  (registers mixkit's timm models)
+from mixkit.train import build_mixup, parse_args
+from mixkit.train.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TensorLoader
+
+METHODS = {
+    "none": [],
+    "mixup": ["--mixup", "1.0"],
+    "cutmix": ["--cutmix", "1.0"],
+    "manifold": ["--mixup", "manifold"],
+    "alignmixup": ["--mixup", "alignmixup"],
+}
+
+
+def make_folder(root: Path, *, num_images: int, classes: int = 10, size: int = 160, seed: int = 0) -> Path:
+    """A JPEG ImageFolder of smooth random images (decoded like photos: JPEG, varying content)."""
+    rng = np.random.default_rng(seed)
+    for i in range(num_images):
+        d = root / f"class_{i % classes}"
+        d.mkdir(parents=True, exist_ok=True)
+        low = rng.uniform(0, 255, size=(size // 16, size // 16, 3)).astype(np.uint8)
+        img = Image.fromarray(low).resize((size, size), Image.BICUBIC)
+        img.save(d / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def build_loader(preset: str, loader: str, work: Path, batch_size: int, workers: int, device: torch.device,
+                 num_images: int = 320):
+    if preset == "demo":
+        from mixkit.datasets import FashionMNIST
+
+        ds = FashionMNIST(train=True)
+        return TensorLoader(ds.images, ds.labels, batch_size=batch_size, is_training=True, img_size=28,
+                            device=device, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, rank=0, world_size=1,
+                            seed=0)
+    from mixkit.data import create_loader, write_beton
+
+    folder = work / "images"
+    if not folder.is_dir():
+        make_folder(folder, num_images=num_images)
+    source = folder
+    if loader == "ffcv":
+        source = work / "images.beton"
+        if not source.is_file():
+            write_beton(folder, source, num_workers=2)
+    return create_loader(loader, source, batch_size=batch_size, is_training=True, img_size=128,
+                         num_workers=workers, device=device)
+
+
+def forever(loader):
+    """Batches without end: epoch after epoch."""
+    while True:
+        yield from loader
+
+
+def run_method(model, mixup_fn, it, steps: int, lr: float = 0.01) -> dict[str, float]:
+    from timm.loss import SoftTargetCrossEntropy
+
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    loss_fn = SoftTargetCrossEntropy() if mixup_fn is not None else torch.nn.CrossEntropyLoss()
+    wait = compute = compute_cpu = 0.0
+    images = 0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        x, y = next(it)
+        t1, c1 = time.perf_counter(), time.process_time()
+        if mixup_fn is not None:
+            x, y = mixup_fn(x, y)
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        t2, c2 = time.perf_counter(), time.process_time()
+        wait += t1 - t0
+        compute += t2 - t1
+        compute_cpu += c2 - c1
+        images += len(x)
+    return {"wait_s": wait, "compute_s": compute, "compute_cpu_s": compute_cpu, "images": images}
+
+
+def write_results(args, rec, rows: list[dict], device: torch.device) -> Path:
+    """JSON and PNG of the rows so far (rewritten after every preset/loader group)."""
+    out = result_path(args.out_dir, "train", device=device, tag=args.tag)
+    write_json(out, {"machine": rec.record, "rounds": args.rounds, "steps": args.steps, "rows": rows})
+    plt = __import__("common").pyplot()
+    groups = sorted({(r["preset"], r["loader"]) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
+    for ax, (preset, loader_name) in zip(axes[0], groups, strict=True):
+        sel = [r for r in rows if r["preset"] == preset and r["loader"] == loader_name]
+        names = [r["method"] for r in sel]
+        comp = [r["images_per_s"] * (1 - r["data_wait_share"]) for r in sel]
+        ax.bar(names, [r["images_per_s"] for r in sel], color="#9ecae1", label="images/s")
+        ax.bar(names, comp, color="#3182bd", width=0.4, label="share computing (scaled)")
+        ax.set_title(f"{preset}, {loader_name}", fontsize=9)
+        ax.tick_params(axis="x", rotation=30)
+        ax.set_ylabel("training images/s")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(describe_machine(rec.record), fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out.with_suffix(".png"))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, parents=[common_parser(device="cpu")],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["resnet18", "demo"], help="resnet18 and/or demo")
+    parser.add_argument("--loaders", nargs="+", default=["torch", "ffcv"], help="loaders of the resnet18 preset")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per method (default 3)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per method and round (default 4)")
+    parser.add_argument("--workers", type=int, default=2, help="loader workers (default 2)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's); 1 gives steadier CPU times on a shared machine")
+    parser.add_argument("--num-images", type=int, default=320, help="images of the generated folder (default 320)")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import timm
+
+    rows = []
+    with MachineRecord(device, timm=timm.__version__) as rec, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for preset in args.presets:
+            loaders = ["memory"] if preset == "demo" else args.loaders
+            for loader_name in loaders:
+                if loader_name == "ffcv":
+                    try:
+                        import ffcv  # noqa: F401
+                    except ImportError:
+                        print("ffcv is not installed: skipping the ffcv rows", file=sys.stderr)
+                        continue
+                bs = 128 if preset == "demo" else 32
+                loader = build_loader(preset, loader_name, work, bs, args.workers, device, args.num_images)
+                torch.manual_seed(0)
+                if preset == "demo":
+                    model = timm.create_model("preact_resnet_tiny_cifar", num_classes=10, in_chans=1, base_width=8)
+                else:
+                    model = timm.create_model("resnet18", num_classes=10)
+                model.to(device).train()
+                fns = {m: build_mixup(parse_args(a), model, num_classes=10) for m, a in METHODS.items()}
+                totals = {m: {"wait_s": 0.0, "compute_s": 0.0, "compute_cpu_s": 0.0, "images": 0} for m in METHODS}
+                it = forever(loader)
+                for fn in fns.values():  # warm-up: one step each (allocations, ffcv's JIT)
+                    run_method(model, fn, it, 1)
+                for _ in range(args.rounds):
+                    for m, fn in fns.items():
+                        r = run_method(model, fn, it, args.steps)
+                        for k in r:
+                            totals[m][k] += r[k]
+                for fn in fns.values():
+                    if fn is not None and hasattr(fn, "remove"):
+                        fn.remove()
+                base = None
+                for m, t in totals.items():
+                    total = t["wait_s"] + t["compute_s"]
+                    ips = t["images"] / total
+                    base = base or ips
+                    steps = args.rounds * args.steps
+                    row = {"preset": preset, "loader": loader_name, "method": m, "images_per_s": ips,
+                           "data_wait_share": t["wait_s"] / total, "compute_ms_per_step": 1000 * t["compute_s"] / steps,
+                           "compute_cpu_ms_per_step": 1000 * t["compute_cpu_s"] / steps,
+                           "ratio_to_none": ips / base, "batch_size": bs}
+                    rows.append(row)
+                    print(f"{preset:8s} {loader_name:6s} {m:10s} {ips:8.1f} img/s  data {100 * row['data_wait_share']:4.1f}%"
+                          f"  compute {row['compute_ms_per_step']:7.1f} ms/step ({row['compute_cpu_ms_per_step']:.0f} CPU ms)"
+                          f"  x{row['ratio_to_none']:.3f}",
+                          flush=True)
+                rec.record["loadavg_1min_after"] = __import__("common").load_average()
+                out = write_results(args, rec, rows, device)
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""``mixkit-train``: timm train.py's flags, mixkit's mixing methods, an Accelerate engine.
+
+``python -m mixkit.train --dataset fashion_mnist --model preact_resnet_tiny_cifar --mixup alignmixup``;
+``accelerate launch -m mixkit.train ...`` for several processes or nodes. Recipes in ``recipes/`` call
+``run_recipe`` with a paper's defaults.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .args import ParseKwargs, build_parser, mixup_method, parse_args
+from .checkpoint import CheckpointError, find_checkpoint, list_checkpoints
+from .data import TensorLoader, build_loaders, resolve_data_spec, resolve_split
+from .engine import NonFiniteLossError, build_mixup, evaluate, train, validate_args
+
+__all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "TensorLoader", "build_loaders",
+           "build_mixup", "build_parser", "evaluate", "find_checkpoint", "list_checkpoints", "main",
+           "mixup_method", "parse_args", "resolve_data_spec", "resolve_split", "run_recipe", "train",
+           "validate_args"]
+
+
+def _report(summary: dict[str, Any]) -> None:
+    final = summary.get("final") or {}
+    if final.get("eval_top1") is not None:
+        print(f"test top-1: {final['eval_top1']:.2f}%  (top-5 {final['eval_top5']:.2f}%, "
+              f"{summary.get('eval_samples')} samples)")
+    print(f"run directory: {summary['run_dir']}")
+
+
+def _run(args) -> int:
+    from accelerate.state import PartialState
+
+    try:
+        summary = train(args)
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+        print(f"mixkit-train: error: {e}", file=sys.stderr)
+        return 2
+    if PartialState().is_main_process:
+        _report(summary)
+    return 0
+
+
+def run_recipe(defaults: Mapping[str, Any], *, description: str, argv: Sequence[str] | None = None,
+               schedules: Mapping[str, Mapping[str, Any]] | None = None, schedule_help: str = "") -> int:
+    """Parses the command line over a recipe's defaults, prints the effective configuration and trains.
+
+    Precedence, lowest first: timm's defaults, the recipe's ``defaults``, the ``--schedule`` preset, a
+    ``-c/--config`` file, the command line.
+
+    Args:
+        defaults: The recipe's argument values.
+        description: ``--help`` text of the recipe.
+        argv: Arguments (default: sys.argv[1:]).
+        schedules: Named presets selectable with ``--schedule`` (None: no such flag).
+        schedule_help: ``--help`` text of ``--schedule``.
+    """
+    import argparse
+
+    parser = build_parser(description)
+    defaults = dict(defaults)
+    if schedules:
+        parser.add_argument("--schedule", choices=sorted(schedules), default=None,
+                            help=schedule_help or "a named preset of the recipe's schedule")
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--schedule", choices=sorted(schedules), default=None)
+        known, _ = pre.parse_known_args(argv)
+        if known.schedule:
+            defaults.update(schedules[known.schedule])
+    args = parse_args(argv, defaults=defaults, parser=parser)
+    from accelerate.state import PartialState
+
+    if PartialState().is_main_process:
+        timm_defaults = build_parser()
+        print("effective configuration (values that differ from timm train.py's defaults):")
+        for k, v in sorted(vars(args).items()):
+            if k in defaults or timm_defaults.get_default(k) != v:
+                print(f"  {k}: {v}")
+    return _run(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``mixkit-train`` console script."""
+    return _run(parse_args(argv))

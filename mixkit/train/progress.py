@@ -1,0 +1,61 @@
+"""The training progress bar (main process only): loss, lr, images/s and the share of time spent
+waiting for data."""
+from __future__ import annotations
+
+import time
+
+from tqdm.auto import tqdm
+
+__all__ = ["EpochProgress"]
+
+
+class EpochProgress:
+    """Times one epoch's loop: ``wait_done()`` after a batch arrives, ``step_done(n)`` after its step.
+
+    Args:
+        total: Batches in the epoch.
+        epoch: Epoch index (shown in the bar).
+        start: Batches already done (a resumed epoch).
+        enabled: Draw the bar (the main process; off with --no-progress).
+        world_size: Processes; images/s counts all of them.
+        desc: Bar label prefix.
+    """
+
+    def __init__(self, total: int, *, epoch: int, start: int = 0, enabled: bool = True, world_size: int = 1,
+                 desc: str = "train") -> None:
+        self.world_size = world_size
+        self.data_s = 0.0
+        self.compute_s = 0.0
+        self.images = 0
+        self._t = time.perf_counter()
+        self.bar = tqdm(total=total, initial=start, desc=f"{desc} {epoch}", disable=not enabled,
+                        dynamic_ncols=True, leave=True, mininterval=0.5)
+
+    def wait_done(self) -> None:
+        now = time.perf_counter()
+        self.data_s += now - self._t
+        self._t = now
+
+    def step_done(self, batch_size: int) -> None:
+        now = time.perf_counter()
+        self.compute_s += now - self._t
+        self._t = now
+        self.images += batch_size * self.world_size
+        self.bar.update(1)
+
+    @property
+    def images_per_s(self) -> float:
+        total = self.data_s + self.compute_s
+        return self.images / total if total > 0 else 0.0
+
+    @property
+    def data_share(self) -> float:
+        total = self.data_s + self.compute_s
+        return self.data_s / total if total > 0 else 0.0
+
+    def show(self, *, loss: float, lr: float) -> None:
+        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.3g} {self.images_per_s:.0f} img/s "
+                                 f"data {100 * self.data_share:.0f}%", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

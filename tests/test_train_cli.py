@@ -1,0 +1,118 @@
+"""mixkit-train's command line: timm's flags and meanings, --mixup as alpha or method, YAML config."""
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import timm
+import torch
+import yaml
+from timm.data import Mixup
+
+import mixkit
+from mixkit.train import build_mixup, build_parser, parse_args
+from mixkit.train.engine import _resolve_lr, validate_args
+
+# Flags the issue names, each with timm train.py's default.
+TIMM_DEFAULTS = {
+    "train_split": "train", "val_split": "validation", "model": "resnet50", "pretrained": False,
+    "num_classes": None, "img_size": None, "in_chans": None, "batch_size": 128, "epochs": 300, "opt": "sgd",
+    "lr": None, "lr_base": 0.1, "momentum": 0.9, "weight_decay": 2e-5, "sched": "cosine", "warmup_epochs": 5,
+    "decay_epochs": 90, "decay_milestones": [90, 180, 270], "decay_rate": 0.1, "min_lr": 0.0,
+    "smoothing": 0.1, "amp": False, "amp_dtype": "float16", "channels_last": False, "grad_accum_steps": 1,
+    "clip_grad": None, "model_ema": False, "model_ema_decay": 0.9998, "output": "", "experiment": "",
+    "resume": "", "seed": 42, "workers": 4, "log_interval": 50, "mixup": 0.0, "cutmix": 0.0,
+    "cutmix_minmax": None, "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "mixup_mode": "batch",
+    "mixup_off_epoch": 0, "checkpoint_hist": 10,
+}
+
+
+def test_timm_flags_and_defaults():
+    args = parse_args([])
+    for key, value in TIMM_DEFAULTS.items():
+        assert getattr(args, key) == value, key
+    args = parse_args(["--data-dir", "d", "--model", "resnet18", "--pretrained", "--num-classes", "7",
+                       "--img-size", "64", "--in-chans", "3", "-b", "32", "--epochs", "3", "--opt", "adamw",
+                       "--lr", "0.01", "--lr-base", "0.2", "--momentum", "0.8", "--weight-decay", "0.05",
+                       "--sched", "multistep", "--warmup-epochs", "1", "--decay-epochs", "2",
+                       "--decay-milestones", "1", "2", "--decay-rate", "0.5", "--min-lr", "1e-6",
+                       "--smoothing", "0", "--amp", "--amp-dtype", "bfloat16", "--channels-last",
+                       "--grad-accum-steps", "2", "--clip-grad", "1.0", "--model-ema", "--model-ema-decay",
+                       "0.99", "--output", "o", "--experiment", "e", "--resume", "r", "--seed", "1",
+                       "-j", "2", "--log-interval", "5", "--train-split", "tr", "--val-split", "va"])
+    assert (args.data_dir, args.model, args.pretrained, args.num_classes, args.img_size) == ("d", "resnet18", True, 7, 64)
+    assert (args.batch_size, args.epochs, args.opt, args.lr, args.lr_base) == (32, 3, "adamw", 0.01, 0.2)
+    assert args.decay_milestones == [1, 2] and args.decay_rate == 0.5 and args.amp_dtype == "bfloat16"
+    assert (args.grad_accum_steps, args.clip_grad, args.model_ema_decay, args.workers) == (2, 1.0, 0.99, 2)
+    assert (args.train_split, args.val_split) == ("tr", "va")
+
+
+def test_help_explains_every_flag():
+    for action in build_parser()._actions:
+        assert action.help and action.help != argparse.SUPPRESS, action.dest
+
+
+def test_lr_base_scaling_matches_timm_rule():
+    # timm: lr = lr_base * global_batch / lr_base_size (linear), sqrt for adaptive optimisers.
+    args = parse_args(["-b", "64", "--grad-accum-steps", "2"])
+    _resolve_lr(args, world_size=4)
+    assert args.lr == pytest.approx(0.1 * 512 / 256)
+    args = parse_args(["-b", "64", "--opt", "adamw", "--lr-base", "0.001"])
+    _resolve_lr(args, world_size=1)
+    assert args.lr == pytest.approx(0.001 * (64 / 256) ** 0.5)
+
+
+def test_float_mixup_builds_timm_mixup_with_that_alpha():
+    args = parse_args(["--mixup", "0.8", "--smoothing", "0.1"])
+    fn = build_mixup(args, torch.nn.Linear(2, 2), num_classes=10)
+    assert type(fn) is Mixup and fn.mixup_alpha == 0.8 and fn.cutmix_alpha == 0.0 and fn.label_smoothing == 0.1
+    assert build_mixup(parse_args([]), torch.nn.Linear(2, 2), num_classes=10) is None
+    cut = build_mixup(parse_args(["--cutmix", "1.0"]), torch.nn.Linear(2, 2), num_classes=10)
+    assert type(cut) is Mixup and cut.cutmix_alpha == 1.0
+
+
+def test_named_mixup_builds_mixkit_method_with_kwargs():
+    model = timm.create_model("preact_resnet_tiny_cifar", num_classes=10, base_width=8)
+    args = parse_args(["--mixup", "alignmixup", "--mixup-kwargs", "input_prob=0.25", "solver=pot", "eps=0.05"])
+    fn = build_mixup(args, model, num_classes=10)
+    assert isinstance(fn, mixkit.AlignMixup)
+    assert fn.input_prob == 0.25 and fn.solver == "pot" and fn.eps == 0.05
+    fn.remove()
+    man = build_mixup(parse_args(["--mixup", "manifold"]), model, num_classes=10)
+    assert isinstance(man, mixkit.ManifoldMixup)
+    man.remove()
+
+
+def test_mixup_errors():
+    with pytest.raises(SystemExit):
+        parse_args(["--mixup", "alignmix"])  # neither a float nor a method
+    with pytest.raises(ValueError, match="--cutmix"):
+        validate_args(parse_args(["--mixup", "alignmixup", "--cutmix", "1.0"]))
+    model = timm.create_model("preact_resnet_tiny_cifar", num_classes=10, base_width=8)
+    with pytest.raises(ValueError, match="bogus"):
+        build_mixup(parse_args(["--mixup", "alignmixup", "--mixup-kwargs", "bogus=1"]), model, num_classes=10)
+    with pytest.raises(ValueError, match="layer"):
+        build_mixup(parse_args(["--mixup", "alignmixup", "--mixup-kwargs", "layers=['nolayer']"]), model,
+                    num_classes=10)
+    with pytest.raises(ValueError, match="--opt"):
+        validate_args(parse_args(["--opt", "sgdd"]))
+
+
+def test_yaml_config_sets_defaults_and_command_line_wins(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"model": "resnet18", "batch_size": 16, "mixup": "alignmixup",
+                                   "mixup_kwargs": {"input_prob": 0.5}, "epochs": 7}))
+    args = parse_args(["-c", str(cfg), "--epochs", "9"])
+    assert (args.model, args.batch_size, args.mixup, args.epochs) == ("resnet18", 16, "alignmixup", 9)
+    assert args.mixup_kwargs == {"input_prob": 0.5}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"batch_sise": 16}))
+    with pytest.raises(SystemExit):
+        parse_args(["-c", str(bad)])
+
+
+def test_recipe_defaults_sit_below_config_and_command_line(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("lr: 0.3\n")
+    args = parse_args(["-c", str(cfg), "--epochs", "2"], defaults={"lr": 0.1, "epochs": 5, "opt": "momentum"})
+    assert (args.lr, args.epochs, args.opt) == (0.3, 2, "momentum")
