@@ -1,0 +1,38 @@
+"""mixkit.eval: accuracy, calibration and adversarial robustness of trained classifiers.
+
+``mixkit-eval RUN_DIR`` (also ``python -m mixkit.eval``) evaluates a mixkit-train run; the pieces are
+usable on their own: ``ClassificationMetrics`` (top-1, top-5, NLL, ECE), ``fgsm`` / ``pgd`` (L-inf,
+pixel space) on a ``NormalizedModel``, ``evaluate`` (one pass doing both) and
+``plot_reliability_diagram``.
+"""
+
+from .attacks import NormalizedModel, default_pgd_step_size, fgsm, pgd
+from .cli import main
+from .evaluate import AttackConfig, EvalResult, evaluate
+from .metrics import (
+    DEFAULT_BINS,
+    CalibrationBins,
+    ClassificationMetrics,
+    calibration_bins,
+    expected_calibration_error,
+    topk_correct,
+)
+from .reliability import plot_reliability_diagram
+
+__all__ = [
+    "DEFAULT_BINS",
+    "AttackConfig",
+    "CalibrationBins",
+    "ClassificationMetrics",
+    "EvalResult",
+    "NormalizedModel",
+    "calibration_bins",
+    "default_pgd_step_size",
+    "evaluate",
+    "expected_calibration_error",
+    "fgsm",
+    "pgd",
+    "plot_reliability_diagram",
+    "main",
+    "topk_correct",
+]

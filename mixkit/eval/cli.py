@@ -1,0 +1,276 @@
+"""``mixkit-eval`` (also ``python -m mixkit.eval``): accuracy, calibration and robustness of a trained model.
+
+Evaluates a mixkit-train run directory (or a ``.safetensors`` file inside one), or a timm model name
+with weights, on the run's evaluation data; writes ``eval.json`` and ``reliability.png`` next to the
+weights (atomically) and prints the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .attacks import NormalizedModel
+from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_folder_val
+from .evaluate import AttackConfig, evaluate
+from .io import write_json_atomic
+from .metrics import DEFAULT_BINS
+from .reliability import plot_reliability_diagram
+
+__all__ = ["build_parser", "main"]
+
+_DESCRIPTION = """Accuracy, calibration and robustness of a trained classifier: top-1, top-5, NLL, expected
+calibration error (equal-width confidence bins, Guo et al. 2017) with a reliability diagram, and FGSM and PGD
+robust accuracy (L-inf, pixel space). Evaluates a mixkit-train run directory (or a .safetensors file inside
+one) on the run's evaluation data, or a timm model name with weights."""
+
+_EXAMPLES = """examples:
+  mixkit-eval output/train/demo                      # a mixkit-train run: its model.safetensors and data
+  mixkit-eval output/train/demo --ema                # the run's EMA weights
+  mixkit-eval output/train/demo/model.safetensors --eps 0.1 --pgd-steps 20
+  mixkit-eval --model resnet50 --checkpoint r50.pth --data-dir /data/imagenet --output r50-eval.json
+
+Outputs (next to the weights unless --output/--diagram say otherwise): eval.json (eval_<weights>.json for
+other weight files) with top-1, top-5, NLL, ECE, the calibration bins and the FGSM / PGD accuracies, and
+reliability.png (800 x 800 px). Attacks are L-inf in pixel space [0, 1]: the model is wrapped so that it
+normalises its input with the run's mean and std, and epsilon is in pixels (8/255 ~ 0.0314)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mixkit-eval`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="mixkit-eval", description=_DESCRIPTION, epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("model")
+    src.add_argument("run", nargs="?", type=Path,
+                     help="mixkit-train run directory (holding args.yaml and model.safetensors), or a "
+                          ".safetensors weights file inside one; omit it to evaluate --model")
+    src.add_argument("--ema", action="store_true", help="evaluate the run's model_ema.safetensors")
+    src.add_argument("--model", help="timm model name, evaluated instead of a run (needs --checkpoint or --pretrained)")
+    src.add_argument("--checkpoint", type=Path,
+                     help="weights for --model (.safetensors, .pth or .pt, loaded by timm.create_model)")
+    src.add_argument("--pretrained", action="store_true",
+                     help="--model with timm's pretrained weights (downloads unless they are cached)")
+    src.add_argument("--num-classes", type=int, help="classifier outputs of --model (default: the model's)")
+    src.add_argument("--in-chans", type=int, help="input channels of --model (default: the model's, usually 3)")
+    src.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="extra keyword arguments of timm.create_model for --model (ints and floats parsed)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", help="'fashion_mnist' for Debian's Fashion-MNIST test split; default: the "
+                                        "run's dataset, else an ImageFolder given by --data-dir")
+    data.add_argument("--data-dir", type=Path,
+                      help="ImageFolder root with a val/ or validation/ split (default: the run's data_dir)")
+    data.add_argument("--split", help="validation split folder under --data-dir (default: the run's val_split, "
+                                      "then val, then validation)")
+    data.add_argument("--img-size", type=int, help="input side length (default: the run's, else the model's)")
+    data.add_argument("--crop-pct", type=float, help="ImageFolder centre-crop fraction (default: the run's, "
+                                                     "else the model's, else 0.875)")
+    data.add_argument("--mean", type=float, nargs="+", help="normalisation mean per channel (default: the run's, "
+                                                            "else the model's pretrained_cfg)")
+    data.add_argument("--std", type=float, nargs="+", help="normalisation std per channel (default: likewise)")
+    data.add_argument("--limit", type=int, help="evaluate only the first N images (quick checks)")
+    data.add_argument("-b", "--batch-size", type=int, default=256, help="images per batch (default 256)")
+    data.add_argument("--workers", type=int, default=2, help="ImageFolder loader processes (default 2)")
+    att = p.add_argument_group("attacks (L-inf, pixel space)")
+    att.add_argument("--eps", type=float, default=8 / 255,
+                     help="attack radius in pixels of [0, 1] images, for FGSM and PGD (default 8/255)")
+    att.add_argument("--pgd-steps", type=int, default=10, help="PGD iterations (default 10)")
+    att.add_argument("--pgd-step-size", type=float,
+                     help="PGD step in pixels (default 2.5 * eps / steps, Madry et al.)")
+    att.add_argument("--no-random-start", action="store_true",
+                     help="start PGD at the clean image instead of a uniform point of the eps-ball")
+    att.add_argument("--attack-samples", type=int,
+                     help="attack only the first N evaluated images (default: all; attacks cost about "
+                          "pgd_steps + 3 forward and backward passes per image)")
+    att.add_argument("--no-attacks", action="store_true", help="skip FGSM and PGD")
+    att.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
+    out = p.add_argument_group("output")
+    out.add_argument("--bins", type=int, default=DEFAULT_BINS,
+                     help=f"equal-width confidence bins of the ECE (default {DEFAULT_BINS})")
+    out.add_argument("--output", type=Path,
+                     help="JSON file to write (default: eval.json next to the run's weights; required for "
+                          "--model without --checkpoint)")
+    out.add_argument("--diagram", type=Path,
+                     help="reliability diagram PNG (default: reliability.png next to the JSON, named after it)")
+    out.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-kwargs takes KEY=VALUE pairs, got {item!r}")
+        for cast in (int, float):
+            try:
+                kwargs[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            kwargs[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return kwargs
+
+
+def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Path | None]:
+    """(model in eval mode, the settings it was trained with, the weights file or None)."""
+    import timm
+
+    from .. import models  # noqa: F401  (registers mixkit's timm models)
+    from ..rundir import EMA_WEIGHTS_FILE, WEIGHTS_FILE, create_model_from_run
+
+    if args.run is not None:
+        if args.model or args.checkpoint or args.pretrained:
+            raise ValueError("give either a run directory / weights file, or --model with --checkpoint/--pretrained, "
+                             "not both")
+        if not args.run.exists():
+            raise FileNotFoundError(f"{args.run} does not exist: pass a mixkit-train run directory "
+                                    "(<output>/<experiment>) or a .safetensors file inside one")
+        if args.run.is_file() and args.run.suffix != ".safetensors":
+            raise ValueError(f"{args.run} is not a .safetensors file; for other checkpoints use "
+                             "--model NAME --checkpoint FILE")
+        model, run_args = create_model_from_run(args.run, ema=args.ema, device=device)
+        weights = args.run if args.run.is_file() else args.run / (EMA_WEIGHTS_FILE if args.ema else WEIGHTS_FILE)
+        return model, dict(run_args), weights
+    if not args.model:
+        raise ValueError("nothing to evaluate: pass a run directory, or --model NAME with --checkpoint FILE "
+                         "(or --pretrained)")
+    if args.checkpoint is None and not args.pretrained:
+        raise ValueError(f"--model {args.model} needs weights: --checkpoint FILE or --pretrained (an untrained "
+                         "model's numbers mean nothing)")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+    kwargs = _parse_kwargs(args.model_kwargs)
+    for key in ("num_classes", "in_chans"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    try:
+        model = timm.create_model(args.model, pretrained=args.pretrained,
+                                  checkpoint_path=str(args.checkpoint) if args.checkpoint else None, **kwargs)
+    except RuntimeError as e:  # timm's unknown-model error
+        raise ValueError(str(e)) from e
+    cfg = timm.data.resolve_data_config({}, model=model)
+    settings = {"model": args.model, "model_kwargs": kwargs, "num_classes": model.num_classes,
+                "in_chans": cfg["input_size"][0], "img_size": cfg["input_size"][-1], "mean": list(cfg["mean"]),
+                "std": list(cfg["std"]), "crop_pct": cfg.get("crop_pct"), "interpolation": cfg.get("interpolation")}
+    return model.to(device).eval(), settings, args.checkpoint
+
+
+def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int, in_chans: int) -> EvalData:
+    dataset = (args.dataset or settings.get("dataset") or "").lower().replace("-", "_")
+    if dataset in (FASHION_MNIST, "torch/fashion_mnist", "torch/fashionmnist", "fashionmnist"):
+        return fashion_mnist_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit)
+    data_dir = args.data_dir or settings.get("data_dir")
+    if not data_dir:
+        raise ValueError("no evaluation data: pass --data-dir (an ImageFolder root with val/ or validation/) or "
+                         "--dataset fashion_mnist")
+    data = image_folder_val(data_dir, img_size=img_size, in_chans=in_chans,
+                            split=args.split or settings.get("val_split"),
+                            crop_pct=args.crop_pct or settings.get("crop_pct") or 0.875,
+                            interpolation=settings.get("interpolation") or "bilinear",
+                            batch_size=args.batch_size, workers=args.workers)
+    if args.limit is not None:
+        data = _limited(data, args.limit, args.batch_size)
+    return data
+
+
+class _Limited:
+    # The first ``limit`` samples of an ImageFolder's batches (Fashion-MNIST slices its tensors instead).
+    def __init__(self, batches: Any, limit: int) -> None:
+        self.batches, self.limit = batches, limit
+
+    def __iter__(self):
+        seen = 0
+        for x, y in self.batches:
+            if seen >= self.limit:
+                return
+            k = min(len(y), self.limit - seen)
+            seen += k
+            yield x[:k], y[:k]
+
+
+def _limited(data: EvalData, limit: int, batch_size: int) -> EvalData:
+    n = min(limit, data.num_samples)
+    return EvalData(_Limited(data.batches, n), n, -(-n // batch_size), f"{data.source}, first {n}")
+
+
+def _default_output(weights: Path | None) -> Path:
+    if weights is None:
+        raise ValueError("--model with --pretrained has no weights file to write next to: pass --output FILE.json")
+    stem = weights.stem
+    return weights.parent / ("eval.json" if stem == "model" else f"eval_{stem}.json")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Evaluates as ``args`` say and writes the JSON and the diagram; returns the JSON's content."""
+    if args.bins < 1:
+        raise ValueError(f"--bins must be >= 1, got {args.bins}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    attack = None
+    if not args.no_attacks:
+        attack = AttackConfig(eps=args.eps, pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size,
+                              random_start=not args.no_random_start, max_samples=args.attack_samples,
+                              seed=args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, settings, weights = _load_model(args, device)
+    output = args.output or _default_output(weights)
+    diagram = args.diagram or output.with_name(
+        "reliability.png" if output.name == "eval.json" else f"reliability_{output.stem}.png")
+    in_chans = int(settings["in_chans"])
+    img_size = int(args.img_size or _side(settings["img_size"]))
+    mean = as_floats(args.mean or settings["mean"], in_chans, "mean")
+    std = as_floats(args.std or settings["std"], in_chans, "std")
+    data = _load_data(args, settings, img_size, in_chans)
+    start = time.perf_counter()
+    result = evaluate(NormalizedModel(model, mean, std).to(device), data.batches, attack=attack, n_bins=args.bins,
+                      device=device, progress=not args.no_progress, total=data.num_batches, desc="mixkit-eval")
+    elapsed = time.perf_counter() - start
+    plot_reliability_diagram(result.bins, diagram, title=f"{settings['model']} on {data.source}")
+    report = {"model": settings["model"], "weights": str(weights) if weights else "pretrained",
+              "run": str(args.run) if args.run else None, "data": data.source, "img_size": img_size,
+              "mean": list(mean), "std": list(std), **result.to_dict(), "reliability_diagram": str(diagram),
+              "device": str(device), "elapsed_s": elapsed, "torch": torch.__version__}
+    write_json_atomic(output, report)
+    report["output"] = str(output)
+    return report
+
+
+def _side(img_size: Any) -> int:
+    # args.yaml may hold an int or timm's (C, H, W) / (H, W) input size.
+    if isinstance(img_size, list | tuple):
+        return int(img_size[-1])
+    return int(img_size)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``mixkit-eval`` and ``python -m mixkit.eval``."""
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"mixkit-eval: error: {e}", file=sys.stderr)
+        return 2
+    m, a = report["metrics"], report["attacks"]
+    line = (f"top-1 {m['top1']:.2f}%  top-5 {m['top5']:.2f}%  NLL {m['nll']:.4f}  ECE {100 * m['ece']:.2f}% "
+            f"({m['num_samples']} images)")
+    if a:
+        line += (f"\nFGSM {a['fgsm_top1']:.2f}%  PGD-{a['pgd_steps']} {a['pgd_top1']:.2f}%  at eps {a['eps']:.4f} "
+                 f"(clean {a['clean_top1']:.2f}% on the {a['num_samples']} attacked images)")
+    print(line)
+    print(f"wrote {report['output']} and {report['reliability_diagram']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Helpers of the evaluation and visualisation tests: fabricated mixkit-train runs and a trained tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import yaml
+from torch import nn
+
+import mixkit  # noqa: F401  (registers preact_resnet_tiny_cifar)
+from mixkit.rundir import save_model_safetensors
+
+FMNIST_MEAN, FMNIST_STD = [0.286], [0.353]
+
+
+def make_run(run_dir: Path, *, dataset: str | None = "fashion_mnist", data_dir: str | None = None,
+             in_chans: int = 1, img_size: int = 28, num_classes: int = 10, seed: int = 0,
+             model: nn.Module | None = None, **extra: Any) -> Path:
+    """A run directory as mixkit-train writes it: args.yaml and model.safetensors (random weights)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kwargs = {"base_width": 4}
+    if model is None:
+        torch.manual_seed(seed)
+        model = timm.create_model("preact_resnet_tiny_cifar", num_classes=num_classes, in_chans=in_chans, **kwargs)
+    args = {"model": "preact_resnet_tiny_cifar", "model_kwargs": kwargs, "num_classes": num_classes,
+            "in_chans": in_chans, "img_size": img_size, "mean": FMNIST_MEAN * in_chans, "std": FMNIST_STD * in_chans,
+            "dataset": dataset, "data_dir": data_dir, "val_split": "validation", **extra}
+    (run_dir / "args.yaml").write_text(yaml.safe_dump(args))
+    save_model_safetensors(model, run_dir / "model.safetensors")
+    return run_dir
+
+
+def blob_data(n: int, *, size: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four separable classes of (1, size, size) pixels in [0, 1]: a bright square in quadrant ``label``."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = torch.rand(n, 1, size, size, generator=g) * 0.4
+    half = size // 2
+    for label in range(4):
+        r, c = divmod(label, 2)
+        x[y == label, :, r * half:(r + 1) * half, c * half:(c + 1) * half] += 0.45
+    return x.clamp(0, 1), y
+
+
+def train_blob_model(steps: int = 60, seed: int = 0) -> nn.Module:
+    """A small CNN trained for a couple of seconds on ``blob_data``, taking pixels (it normalises inside)."""
+    from mixkit.eval import NormalizedModel
+
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                        nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64, 4))
+    model = NormalizedModel(net, [0.4], [0.25])
+    x, y = blob_data(512, seed=seed)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(steps):
+        idx = torch.arange(step * 64, (step + 1) * 64) % len(y)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
