@@ -42,12 +42,13 @@ install-demo-data:
 
 # The main job on its embedded default: recipes/fashion_mnist.py trains a small PreAct ResNet with AlignMixup
 # on the CPU (progress bars; about 5 minutes on 2 cores), evaluates it on the 10,000 test images and prints
-# the test top-1 and the run directory. A new demo run replaces the previous demo run directory.
+# the test top-1 and the run directory, then draws the alignment (`mixkit viz`) into <run>/alignment.png.
+# A new demo run replaces the previous demo run directory.
 DEMO_RUN ?= output/demo/fashion_mnist_alignmixup
 demo: $(VENV)/.core-installed install-demo-data
 	rm -rf $(DEMO_RUN)
 	$(PY) recipes/fashion_mnist.py --output $(dir $(DEMO_RUN)) --experiment $(notdir $(DEMO_RUN))
-	@# (visualisation of $(DEMO_RUN) goes here)
+	$(PY) -m mixkit.cli viz --run $(DEMO_RUN) --output $(DEMO_RUN)/alignment.png
 
 # The solver benchmark's headline rows (B=64, 7x7x2048, CPU, and the real-feature row), formerly `make demo`;
 # the full grid is `$(PY) benchmarks/solvers.py`. Output under benchmarks/results/demo/.

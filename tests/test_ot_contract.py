@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from dispatch_counter import DispatchCounter
 
 from mixkit.ot import (
     align,
@@ -25,19 +25,6 @@ from mixkit.ot import (
 def points(B=4, n=12, m=10, C=16, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, n, C, generator=g, dtype=dtype), torch.randn(B, m, C, generator=g, dtype=dtype)
-
-
-class SyncCounter(TorchDispatchMode):
-    """Counts dispatched aten ops and the ones that read a value back on the host (a sync on CUDA)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops, self.syncs = 0, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        self.syncs += func.__name__.split(".")[0] in ("_local_scalar_dense", "is_nonzero", "item")
-        return func(*args, **(kwargs or {}))
 
 
 # --------------------------------------------------------------------------- costs exact under shifts and scales
@@ -184,7 +171,7 @@ def test_cuda_check_schedule_keeps_plans_and_bounds_host_syncs_on_cpu():
     cpu_plan, cpu_info = sinkhorn_torch(cost, return_info=True)
     every = default_check_every("cuda", 1000)
     assert every == 100 and default_check_every("cpu", 1000) == 10
-    with SyncCounter() as counter:
+    with DispatchCounter() as counter:
         cuda_plan, cuda_info = sinkhorn_torch(cost, check_every=every, return_info=True)
     assert counter.syncs <= 10
     assert cuda_info.converged and marginal_error(cuda_plan).max() <= 1.01e-3

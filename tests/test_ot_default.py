@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from dispatch_counter import DispatchCounter
 
 import mixkit.ot.default_solver as default_solver
 from mixkit.ot import get_solver, guard_state, reset_guard, resolve_solver, sinkhorn_torch, transport_plan
@@ -153,17 +153,6 @@ def test_default_on_cuda_runs_the_checked_kernel():
     assert (plan.cpu() - transport_plan(x, y, solver="torch")).abs().max() * 49 < 1e-2
 
 
-class OpCounter(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops, self.syncs = 0, 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        self.syncs += func.__name__.split(".")[0] in ("_local_scalar_dense", "is_nonzero", "item")
-        return func(*args, **(kwargs or {}))
-
-
 def test_a_default_solve_through_the_kernel_dispatches_few_ops_and_no_sync(monkeypatch):
     """The CUDA default path's logic on CPU tensors, the kernel launch stubbed (it is one launch, no aten op):
     a trusted shape costs at most 50 dispatched ops and no host read; the first solve of a shape one."""
@@ -189,10 +178,10 @@ def test_a_default_solve_through_the_kernel_dispatches_few_ops_and_no_sync(monke
     solve = get_solver("default")
     x, y = points(B=8, n=49, m=49)
     cost = transport_plan.__globals__["pairwise_cost"](x, y)
-    with OpCounter() as first:
+    with DispatchCounter() as first:
         solve.solve_unchecked(cost, 0.05, 1000, 1e-3)
     assert first.syncs == 1 and guard_state() == {(49, 49): None}
-    with OpCounter() as steady:
+    with DispatchCounter() as steady:
         plan = solve.solve_unchecked(cost, 0.05, 1000, 1e-3)
     assert steady.syncs == 0 and steady.ops <= 50, steady.ops
     assert len(launches) == 2 and launches[-1] == (8,)
