@@ -314,7 +314,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mixkit.eval.io import save_figure_atomic
+    from mixkit.atomic import save_figure_atomic
 
     per = result["summary"]["per_method"]
     methods = list(per)
@@ -345,7 +345,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def render(result: dict[str, Any], json_path: Path) -> None:
     """Writes the table (.md) and the plot (.png) of a result next to its JSON."""
-    from mixkit.eval.io import write_text_atomic
+    from mixkit.atomic import write_text_atomic
 
     if result["summary"]["per_method"]:
         write_text_atomic(json_path.with_suffix(".md"), markdown(result))
@@ -397,7 +397,7 @@ def _git_state() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from mixkit.eval.io import write_json_atomic
+    from mixkit.atomic import write_json_atomic
 
     args = parse_args(argv)
     suffix = "-".join(p for p in (torch.device(args.device).type, args.tag) if p)

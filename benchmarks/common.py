@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from mixkit.atomic import temp_file_beside
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RESULTS = RESULTS_DIR  # the name the scripts used before the helpers moved here
@@ -90,18 +91,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yields a temporary path next to ``path``; on success it replaces ``path``, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make results unreadable to others
-    try:
-        yield Path(tmp)
+    with temp_file_beside(path) as tmp:  # removed again if the body raises
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _plain(obj: Any) -> Any:

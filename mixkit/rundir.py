@@ -9,13 +9,14 @@ weights ``model.safetensors`` (``model_ema.safetensors`` when EMA is on).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 from torch import nn
+
+from .atomic import temp_file_beside
 
 __all__ = [
     "ARGS_FILE",
@@ -106,12 +107,7 @@ def save_model_safetensors(model: nn.Module, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(state, tmp)
+    with temp_file_beside(path) as tmp:
+        save_file(state, str(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

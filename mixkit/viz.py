@@ -186,7 +186,7 @@ def plot_alignment(al: Alignment, path: str | os.PathLike, *, lam: float = 0.5,
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    from .eval.io import save_figure_atomic
+    from .atomic import save_figure_atomic
 
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import replace_dir, temp_dir_beside, temp_file_beside
+from ..atomic import replace_dir, temp_dir_beside, temp_file_beside
 from .beton import BETON_FIELDS, check_beton, ffcv_size_problem, read_sidecar, sidecar_path
 from .imagefolder import ImageFolderIndex, load_rgb, scan_image_folder
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
+from ..atomic import write_json_atomic
 from .attacks import NormalizedModel
 from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_folder_val
 from .evaluate import AttackConfig, evaluate
-from .io import write_json_atomic
 from .metrics import DEFAULT_BINS
 from .reliability import plot_reliability_diagram
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .io import save_figure_atomic
+from ..atomic import save_figure_atomic
 from .metrics import CalibrationBins
 
 __all__ = ["plot_reliability_diagram"]

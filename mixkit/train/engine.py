@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ..atomic import write_text_atomic
 from .args import args_to_yaml_dict
 from .checkpoint import (
     CheckpointError,
@@ -48,15 +49,6 @@ SCHED_KEYS = ("sched", "epochs", "decay_epochs", "decay_milestones", "warmup_epo
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or Inf; the run stopped without saving."""
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def weights_digest(model: torch.nn.Module, *, params_only: bool = False) -> str:
@@ -210,8 +202,8 @@ def _write_summary(run_dir: Path, rows: list[dict[str, Any]], extra: dict[str, A
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(run_dir / "summary.csv", buf.getvalue())
-    _write_atomic(run_dir / "summary.json", json.dumps({**extra, "epochs": rows}, indent=1) + "\n")
+    write_text_atomic(run_dir / "summary.csv", buf.getvalue())
+    write_text_atomic(run_dir / "summary.json", json.dumps({**extra, "epochs": rows}, indent=1) + "\n")
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
@@ -290,7 +282,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                          "or choose another --experiment (nothing is overwritten)")
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / "args.yaml", yaml.safe_dump({**args_to_yaml_dict(args), **resolved},
+        write_text_atomic(run_dir / "args.yaml", yaml.safe_dump({**args_to_yaml_dict(args), **resolved},
                                                             sort_keys=True))
 
     if args.channels_last:

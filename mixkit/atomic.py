@@ -1,5 +1,8 @@
 """Writing outputs so that a reader sees the old output or the complete new one, never a partial one.
 
+One place for every atomic write of the package: converted datasets, run files, weights, reports and
+figures.
+
 Files and directories are written under a hidden temporary name beside the target (same file system)
 and moved into place with one rename once complete. A process killed before that leaves the target
 untouched (and a ``.<name>.tmp-*`` entry behind, which no reader looks at).
@@ -9,13 +12,22 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write_text", "replace_dir", "temp_dir_beside", "temp_file_beside"]
+__all__ = [
+    "replace_dir",
+    "save_figure_atomic",
+    "temp_dir_beside",
+    "temp_file_beside",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 @contextlib.contextmanager
@@ -24,6 +36,9 @@ def temp_file_beside(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would leave the renamed output unreadable to others
     try:
         yield Path(tmp)
     finally:
@@ -42,11 +57,32 @@ def temp_dir_beside(target: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and one rename."""
+def _write_atomic(path: str | os.PathLike, write: Any, *, binary: bool) -> Path:
+    # The data is flushed to disk before the rename, so a crash cannot leave an empty file under the name.
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with temp_file_beside(path) as tmp:
-        tmp.write_text(text)
+        with open(tmp, "wb" if binary else "w") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes ``text`` to ``path`` through a temporary file and one rename; returns the path."""
+    return _write_atomic(path, lambda f: f.write(text), binary=False)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Writes ``obj`` as indented JSON to ``path`` atomically; returns the path."""
+    return write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def save_figure_atomic(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+    """Saves a matplotlib figure as PNG to ``path`` atomically; returns the path."""
+    return _write_atomic(path, lambda f: fig.savefig(f, format="png", **savefig_kwargs), binary=True)
 
 
 def _exchange(a: Path, b: Path) -> bool:
