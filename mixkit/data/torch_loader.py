@@ -10,8 +10,10 @@ from typing import Any
 
 import torch
 from timm.data import create_transform
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
+from torchvision.transforms import Compose, RandomResizedCrop
 
 from .base import LoaderBase
 from .config import LoaderConfig
@@ -34,6 +36,21 @@ class _IndexedImageFolder(ImageFolder):
     def make_dataset(self, directory: str, class_to_idx: dict[str, int], *args: Any,
                      **kwargs: Any) -> list[tuple[str, int]]:
         return list(self._index.samples)
+
+
+class _NonEmptyRandomResizedCrop(RandomResizedCropAndInterpolation):
+    # timm's RandomResizedCropAndInterpolation (1.0.x) accepts a rounded crop side of 0 px, which tiny images
+    # reach (a 1x1 image in about 1 draw in 4) and which then resizes to an all-black image. torchvision's
+    # RandomResizedCrop draws from the same distribution with the `0 < side` condition; timm's crop keeps its
+    # interpolation handling and uses torchvision's parameters.
+    get_params = staticmethod(RandomResizedCrop.get_params)
+
+
+def _with_non_empty_crops(transform: Compose) -> Compose:
+    for t in transform.transforms:
+        if type(t) is RandomResizedCropAndInterpolation:
+            t.__class__ = _NonEmptyRandomResizedCrop
+    return transform
 
 
 class TorchLoader(LoaderBase):
@@ -68,9 +85,9 @@ class TorchLoader(LoaderBase):
         index = scan_image_folder(root, validate=validate, skip_corrupt=skip_corrupt)
         super().__init__(config, classes=index.classes, skipped=index.skipped)
         c = config
-        transform = create_transform(
+        transform = _with_non_empty_crops(create_transform(
             c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,
-            color_jitter=None, interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct)
+            color_jitter=None, interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct))
         self.dataset = _IndexedImageFolder(index, transform=transform)
         self.indices = shard_indices(len(index), rank=c.rank, world_size=c.world_size,
                                      seed=c.seed if c.is_training else None, equal_size=c.is_training)
