@@ -49,7 +49,7 @@ class SolverInfo(NamedTuple):
             for the 'default' solver, the one it chose or fell back to.
         converged: Whether the solver's own stopping test passed within ``max_iter``.
         n_iter_per_problem: (B,) int32 iterations per problem where the solver stops each problem on
-            its own (the fused kernel), else None.
+            its own (the torch solver and the fused kernel), else None.
     """
 
     n_iter: int
