@@ -3,8 +3,10 @@
 Pipelines (each builds its own cost from the two feature sets, so the total column is what an
 alignment costs end to end):
   default    mixkit's default solver ('default'): the fused kernel on CUDA behind its first-shape guard,
-             the torch solver elsewhere (so on the CPU it times the torch solver again).
+             the numba loop on the CPU (so on the CPU it times the numba solver again).
   torch      one batched matmul for the cost, "std" scaling, epsilon-scaling Sinkhorn in torch ops.
+  numba      the same algorithm with each stage's scaling iterations in one compiled loop per problem
+             (CPU only; skipped on CUDA).
   triton     the same algorithm fused in one Triton kernel per solve, unguarded (CUDA only; skipped on CPU).
   pot        POT: ot.batch.dist_batch for the cost, the same scaling, ot.solve_batch (log-domain).
   reference  the paper's code path: the B x n x m x C broadcast cost, the same scaling, its solver.
@@ -70,6 +72,7 @@ from mixkit.ot import (
     normalize_cost,
     reference_cost,
     relative_transport_cost,
+    sinkhorn_numba,
     sinkhorn_pot,
     sinkhorn_reference,
     sinkhorn_torch,
@@ -85,7 +88,7 @@ SHAPES = {  # name: (points per set, channels)
     "14x14x1024": (196, 1024),
     "196x384": (196, 384),
 }
-SOLVERS = ("default", "torch", "triton", "pot", "reference", "paper")
+SOLVERS = ("default", "torch", "numba", "triton", "pot", "reference", "paper")
 PROXY_SOLVERS = ("default", "torch")  # the CUDA pipelines the op/sync proxy counts
 TARGET_CELL = ("random", "7x7x2048", 256)  # issue 11: B=256 7x7x2048 aligned (cost and solve) ...
 TARGET_MS = 0.5  # ... under 0.5 ms on CUDA
@@ -147,6 +150,8 @@ def make_pipelines(eps: float, pot_max_iter: int, pot_tol: float) -> dict[str, t
                     lambda c: default(c, eps, return_info=True)),
         "torch": (lambda x, y: normalize_cost(squared_euclidean_cost(x, y)),
                   lambda c: sinkhorn_torch(c, eps, return_info=True)),
+        "numba": (lambda x, y: normalize_cost(squared_euclidean_cost(x, y)),
+                  lambda c: sinkhorn_numba(c, eps, return_info=True)),
         "triton": (lambda x, y: normalize_cost(squared_euclidean_cost(x, y)),
                    lambda c: sinkhorn_triton(c, eps, return_info=True)),
         "pot": (pot_cost, lambda c: sinkhorn_pot(c, eps, pot_max_iter, pot_tol, return_info=True)),
@@ -210,6 +215,8 @@ def skip_reason(name: str, device: torch.device, broadcast_gb: float, args: argp
         return f"broadcast cost needs {broadcast_gb:.1f} GiB (> --max-broadcast-gb)"
     if name == "triton" and device.type != "cuda":
         return "the fused kernel runs on CUDA only"
+    if name == "numba" and device.type != "cpu":
+        return "the compiled loop runs on the CPU only"
     if name == "pot" and not pot_available():
         return "POT is not installed here (pip install pot)"
     if name == "pot" and device.type == "cuda" and not args.pot_on_cuda:

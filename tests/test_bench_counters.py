@@ -108,7 +108,7 @@ def test_emulated_fused_kernel_is_one_launch_with_a_valid_plan():
         plan, counter = _solve_counts(emu.solver)
     assert counter.extra_launches == 1  # the stubbed fused kernel
     torch.testing.assert_close(plan, torch.full_like(plan, 1 / (16 * 16)))  # exact marginals: the guard passes
-    _, cpu_counter = _solve_counts("default")  # outside the emulation: the torch solver's CPU path
+    _, cpu_counter = _solve_counts("torch")  # outside the emulation: the torch solver's CPU path
     assert cpu_counter.extra_launches == 0
     assert cpu_counter.num_ops > 10 * counter.num_ops  # hundreds of iterations of small ops vs one launch
 

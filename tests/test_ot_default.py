@@ -49,24 +49,58 @@ def points(B=3, n=10, m=12, seed=0):
     return torch.randn(B, n, 6, generator=g), torch.randn(B, m, 6, generator=g)
 
 
-def test_resolves_to_the_kernel_on_cuda_only(monkeypatch):
+def test_resolves_to_the_fused_kernel_of_each_device(monkeypatch):
+    import mixkit.ot.numba_solver as numba_solver
+
     monkeypatch.delenv(default_solver.ENV_DEFAULT_SOLVER, raising=False)
     monkeypatch.setattr(default_solver, "_triton_importable", lambda: True)
-    assert resolve_solver("cuda") == "triton" and resolve_solver("cpu") == "torch"
+    monkeypatch.setattr(numba_solver, "numba_importable", lambda: True)
+    assert resolve_solver("cuda") == "triton" and resolve_solver("cpu") == "numba"
     monkeypatch.setattr(default_solver, "_triton_importable", lambda: False)
-    assert resolve_solver("cuda") == "torch"
+    monkeypatch.setattr(numba_solver, "numba_importable", lambda: False)
+    assert resolve_solver("cuda") == "torch" and resolve_solver("cpu") == "torch"
+    monkeypatch.setenv(default_solver.ENV_DEFAULT_SOLVER, "numba")
+    assert resolve_solver("cpu") == "torch"  # forced, but not importable
     monkeypatch.setenv(default_solver.ENV_DEFAULT_SOLVER, "cuda-please")
     with pytest.raises(ValueError, match="MIXKIT_OT_DEFAULT_SOLVER"):
         resolve_solver("cpu")
 
 
-def test_default_is_the_torch_solver_on_cpu(monkeypatch):
+def test_default_is_the_numba_loop_on_cpu(monkeypatch):
+    pytest.importorskip("numba")
     monkeypatch.delenv(default_solver.ENV_DEFAULT_SOLVER, raising=False)
+    reset_guard()
     x, y = points()
     plan, info = transport_plan(x, y, return_info=True)
-    assert info.solver == "torch"
+    assert info.solver == "numba" and info.converged
+    torch.testing.assert_close(plan, transport_plan(x, y, solver="torch"), rtol=1e-4, atol=1e-7)
+    assert get_solver("default").cost_scale == get_solver("torch").cost_scale == get_solver("numba").cost_scale
+
+
+def test_a_numba_failure_falls_back_to_torch_for_the_process(monkeypatch):
+    import mixkit.ot.numba_solver as numba_solver
+
+    monkeypatch.delenv(default_solver.ENV_DEFAULT_SOLVER, raising=False)
+    monkeypatch.setattr(numba_solver, "numba_importable", lambda: True)
+    reset_guard()
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("LLVM ERROR: out of memory")
+
+    monkeypatch.setattr(numba_solver, "launch_fused", broken)
+    x, y = points()
+    with pytest.warns(RuntimeWarning, match="numba loop raised RuntimeError: LLVM ERROR"):
+        plan, info = transport_plan(x, y, return_info=True)
+    assert info.solver == "torch" and resolve_solver("cpu") == "torch"
     torch.testing.assert_close(plan, transport_plan(x, y, solver="torch"), rtol=0, atol=0)
-    assert get_solver("default").cost_scale == get_solver("torch").cost_scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transport_plan(x, y)  # straight to torch, no second warning
+    assert len(calls) == 1
+    reset_guard()
+    assert resolve_solver("cpu") == "numba"
 
 
 def test_a_good_kernel_is_checked_once_per_shape_then_trusted(fake_kernel):

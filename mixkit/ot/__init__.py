@@ -14,6 +14,7 @@ from .cost import COST_SCALES, cost_scale, normalize_cost, pairwise_cost, square
 from .default_solver import guard_state, reset_guard, resolve_solver, sinkhorn_default
 from .exact import emd
 from .metrics import effective_partners, marginal_error, relative_transport_cost, transport_cost
+from .numba_solver import sinkhorn_numba
 from .pot_solver import sinkhorn_pot
 from .reference import reference_cost, sinkhorn_reference
 from .registry import Solver, get_solver, list_solvers, register_solver
@@ -25,7 +26,7 @@ __all__ = [
     "align", "anneal_schedule", "barycentric_projection", "cost_scale", "default_check_every",
     "effective_partners", "emd", "get_solver", "guard_state", "list_solvers", "marginal_error",
     "normalize_cost", "pairwise_cost", "reference_cost", "register_solver", "relative_transport_cost",
-    "reset_guard", "resolve_solver", "sinkhorn_default", "sinkhorn_pot", "sinkhorn_reference",
+    "reset_guard", "resolve_solver", "sinkhorn_default", "sinkhorn_numba", "sinkhorn_pot", "sinkhorn_reference",
     "sinkhorn_torch", "sinkhorn_triton", "squared_euclidean_cost", "stage_budgets", "transport_cost",
     "transport_plan",
 ]

@@ -9,8 +9,8 @@ deviation of its double-centred entries (row and column means removed, the part 
 plan actually sees), so eps is measured in units of that spread whatever the feature magnitude,
 depth or concentration.
 
-Exact under shifts and scales: both sets are divided by their largest magnitude and centred on a
-common mean before the matmul, so ``|x|^2 + |y|^2 - 2 x y`` neither cancels (features far from the
+Exact under shifts and scales: both sets are divided by their largest magnitude and centred on the
+first set's mean before the matmul, so ``|x|^2 + |y|^2 - 2 x y`` neither cancels (features far from the
 origin) nor overflows or underflows (features of 1e18 or 1e-20) in fp32. Every scale but "none" is
 homogeneous, so the scaled problem is solved as it is; only the raw cost multiplies the scale back.
 """
@@ -31,7 +31,7 @@ NONFINITE_COST = ("{} contains NaN or Inf, or their squared distances overflow {
 
 
 def _standardised_points(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x and y divided by their largest magnitude, then centred on a common mean; and that magnitude (B, 1, 1).
+    """x and y divided by their largest magnitude, then centred on x's mean; and that magnitude (B, 1, 1).
 
     Distances between the returned sets are the original ones divided by the magnitude: the same plan
     under every homogeneous cost scale, with no cancellation, overflow or underflow in ``|x|^2``.
@@ -40,15 +40,16 @@ def _standardised_points(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor
     # abs().amax(): vector_norm(ord=inf) is about ten times slower on the CPU.
     s = torch.maximum(x.abs().amax(dim=(1, 2), keepdim=True), y.abs().amax(dim=(1, 2), keepdim=True)).clamp_min_(tiny)
     x, y = x / s, y / s
-    # Any common shift leaves the distances alone; the mean of the two sets' means centres both.
-    centre = (x.mean(dim=1, keepdim=True) + y.mean(dim=1, keepdim=True)).mul_(0.5)
+    # Any common shift leaves the distances alone. x's mean centres y as well as a common mean would:
+    # where y lies far from x, its distances are large and the cancellation small anyway.
+    centre = x.mean(dim=1, keepdim=True)
     return x - centre, y - centre, s
 
 
 def _sq_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    xx = x.pow(2).sum(-1)
-    yy = y.pow(2).sum(-1)
-    return torch.baddbmm(xx.unsqueeze(2) + yy.unsqueeze(1), x, y.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
+    xx = x.pow(2).sum(-1, keepdim=True)
+    yy = y.pow(2).sum(-1).unsqueeze(1)
+    return torch.baddbmm(xx + yy, x, y.transpose(1, 2), alpha=-2.0).clamp_min_(0.0)
 
 
 def pairwise_cost(x: torch.Tensor, y: torch.Tensor, scale: CostScale = "std") -> torch.Tensor:
@@ -105,7 +106,7 @@ def _cost_scale(cost: torch.Tensor, scale: CostScale) -> torch.Tensor:
     else:
         raise ValueError(f"unknown cost scale {scale!r}; choose one of {COST_SCALES}")
     # Identical or all-zero sets give a zero scale: any positive value leaves the (constant) cost alone.
-    return torch.where(s > torch.finfo(cost.dtype).tiny, s, torch.ones_like(s))
+    return s.masked_fill(s <= torch.finfo(cost.dtype).tiny, 1.0)
 
 
 def _normalize(cost: torch.Tensor, scale: CostScale) -> torch.Tensor:

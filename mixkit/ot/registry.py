@@ -13,6 +13,7 @@ from ..registry import Registry
 from .contract import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, check_solver_args
 from .cost import CostScale
 from .default_solver import sinkhorn_default
+from .numba_solver import sinkhorn_numba
 from .pot_solver import DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, sinkhorn_pot
 from .reference import REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, sinkhorn_reference
 from .torch_solver import sinkhorn_torch
@@ -102,7 +103,8 @@ def list_solvers() -> list[str]:
 
 for _solver in (
     Solver("default", sinkhorn_default, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
-           "the fused Triton kernel on CUDA (guarded: checked once per shape, torch on failure), torch elsewhere"),
+           "the fused Triton kernel on CUDA (guarded: checked once per shape, torch on failure), the compiled "
+           "numba loop on the CPU, torch elsewhere"),
     Solver("torch", sinkhorn_torch, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
            "batched epsilon-scaling Sinkhorn in torch: converged and sharp, at most 10 host syncs on CUDA"),
     Solver("pot", sinkhorn_pot, DEFAULT_EPS, DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, "std",
@@ -112,5 +114,7 @@ for _solver in (
            "the paper's published solver: raw cost, eps 0.1, at most 100 log-domain iterations"),
     Solver("triton", sinkhorn_triton, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
            "the torch solver fused in one Triton CUDA kernel, per-problem early exit, no guard"),
+    Solver("numba", sinkhorn_numba, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
+           "the torch solver with each stage's scaling iterations in one compiled CPU loop per problem (numba)"),
 ):
     register_solver(_solver)
