@@ -129,7 +129,7 @@ def align_mix_features(
         layout: Where the channels are: 'nchw', 'nhwc' or 'nlc' (tokens).
         num_prefix_tokens: For 'nlc', leading tokens (class / register) left out of the alignment and
             interpolated plainly.
-        solver: mixkit.ot solver name ('default', 'torch', 'triton', 'pot', 'reference').
+        solver: mixkit.ot solver name ('default', 'torch', 'numba', 'triton', 'pot', 'reference').
         eps: Entropic regularisation (None: the solver's default).
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver stopping tolerance (None: the solver's default).
@@ -189,8 +189,9 @@ class AlignMixup(FeatureMixupBase):
         input_prob: Probability of the plain input-mixup branch per batch; 0.5 as in the authors' code.
         direction: 'random' (50/50 per batch, as in the authors' code), 'to_a' (keep the sample's
             positions) or 'to_b' (keep the partner's positions).
-        solver: mixkit.ot solver: 'default' (mixkit.ot's: the torch solver, the guarded fused Triton kernel
-            on CUDA), 'torch', 'triton', 'pot' or 'reference' (the paper's Sinkhorn).
+        solver: mixkit.ot solver: 'default' (mixkit.ot's: the compiled numba loop on the CPU, the guarded
+            fused Triton kernel on CUDA), 'torch', 'numba', 'triton', 'pot' or 'reference' (the paper's
+            Sinkhorn).
         eps: Entropic regularisation (None: the solver's default).
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver tolerance (None: the solver's default).

@@ -41,7 +41,7 @@ def transport_plan(
         a: Points (B, n, C).
         b: Points (B, m, C).
         solver: Registry name or :class:`Solver`; 'default' is the fused Triton kernel on CUDA
-            (guarded) and the torch solver elsewhere.
+            (guarded), the compiled numba loop on the CPU and the torch solver elsewhere.
         eps: Entropic regularisation in units of the scaled cost (a real number or 0-d tensor);
             None takes the solver's default.
         max_iter: Iteration budget; None takes the solver's default.

@@ -45,7 +45,7 @@ class SolverInfo(NamedTuple):
         n_iter: Scaling iterations run, annealing stages included (the batch's largest count).
         marginal_error: Largest :func:`mixkit.ot.marginal_error` (rows plus columns, L1) over the
             batch, a 0-dim tensor so CUDA callers are not forced to synchronise.
-        solver: Name of the solver that produced the plan ('torch', 'triton', 'pot', 'reference'):
+        solver: Name of the solver that produced the plan ('torch', 'numba', 'triton', 'pot', 'reference'):
             for the 'default' solver, the one it chose or fell back to.
         converged: Whether the solver's own stopping test passed within ``max_iter``.
         n_iter_per_problem: (B,) int32 iterations per problem where the solver stops each problem on
@@ -199,6 +199,19 @@ def check_scaling_options(anneal_factor: float, decay: float, stage_iters: int, 
         )
     if not 1 <= omega < 2:
         raise ValueError(f"omega (over-relaxation) must be in [1, 2), got {omega}")
+
+
+def keyword_options_check(solver: str) -> Callable[..., None]:
+    """The options check of a solver that takes the epsilon-scaling options and ``warn`` as ``**options``
+    (the fused kernels and the default solver): unknown names raise a TypeError listing the known ones."""
+
+    def check(options: dict[str, Any], **_: Any) -> None:
+        unknown = sorted(set(options) - set(SCALING_DEFAULTS) - {"warn"})
+        if unknown:
+            raise TypeError(f"{solver} got unknown options {unknown}; it takes {sorted(SCALING_DEFAULTS)} and warn")
+        check_scaling_options(**{**SCALING_DEFAULTS, **options})
+
+    return check
 
 
 def solver_entry(check_options: Callable[..., None] | None = None):

@@ -33,16 +33,24 @@ from typing import Any
 import torch
 
 from . import numba_solver
-from .contract import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, SolverInfo, solver_entry, warn_not_converged
+from .contract import (
+    DEFAULT_EPS,
+    DEFAULT_MAX_ITER,
+    DEFAULT_TOL,
+    SolverInfo,
+    keyword_options_check,
+    solver_entry,
+    warn_not_converged,
+)
 from .metrics import plan_marginal_error
 from .torch_solver import sinkhorn_torch
-from .triton_solver import _build_kernel, _check_options, fallback_reason, fused_info, launch_fused
+from .triton_solver import _build_kernel, fallback_reason, fused_info, launch_fused
 
 ENV_DEFAULT_SOLVER = "MIXKIT_OT_DEFAULT_SOLVER"
 FORCEABLE = ("torch", "triton", "numba")
 # (n, m) -> None once the kernel's plan passed its check for that shape, else the reason it failed.
 _CHECKED_SHAPES: dict[tuple[int, int], str | None] = {}
-# Why the numba loop failed in this process (the CPU default is then the torch solver), or None.
+# Why the numba loop failed in this process (empty until it does; the CPU default is then the torch solver).
 _NUMBA_FAILURE: list[str] = []
 
 
@@ -161,7 +169,7 @@ def _solve_numba(cost, eps, max_iter, tol, return_info, options):
     return numba_solver.finish(plan, iters, conv, tol, warn=options.get("warn", True), return_info=return_info)
 
 
-@solver_entry(_check_options)
+@solver_entry(keyword_options_check("sinkhorn_default"))
 def sinkhorn_default(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     return_info: bool = False,

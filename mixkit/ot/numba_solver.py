@@ -1,13 +1,15 @@
-"""The "torch" solver's epsilon scaling as one compiled CPU loop per problem (numba): the 'numba' solver.
+"""The "torch" solver's epsilon scaling with each stage's scaling iterations compiled per problem (numba):
+the 'numba' solver, mixkit.ot's default on the CPU.
 
 Hand-written because no maintained library fuses batched Sinkhorn on the CPU: POT and the torch solver
 run a few array operations per iteration, and on the small problems of feature alignment (16x16 from a
 4x4 map, 49x49 from 7x7) each costs a few microseconds of dispatch for well under a microsecond of
-arithmetic, over hundreds of iterations. Here each problem runs its whole solve in one compiled loop
-with its kernel in the L1 cache, as the Triton kernel does on a GPU: the same algorithm as
-:func:`mixkit.ot.sinkhorn_torch` (log-domain re-anchoring per annealing stage, kernel-domain scaling,
-over-relaxed in the last stage, scalings absorbed every ``absorb_every`` iterations, each problem
-stopping at its first converged check), computed in fp64.
+arithmetic, over hundreds of iterations. Here the scaling iterations of each annealing stage run, problem
+by problem, in one compiled loop with the kernel in the L1 cache, as the Triton kernel does on a GPU:
+the same algorithm as :func:`mixkit.ot.sinkhorn_torch` (kernel-domain scaling, over-relaxed in the last
+stage, scalings absorbed every ``absorb_every`` iterations, each problem stopping at its first converged
+check; sums in fp64). Each stage's log-domain re-anchoring and the final plan stay in torch, whose
+vectorised exp over the whole batch numba's scalar exp cannot match.
 
 Compiled on first use (about 2 s) and cached on disk by numba, so later processes load it at once.
 """
@@ -30,7 +32,7 @@ from .contract import (
     SCALING_DEFAULTS,
     SolverInfo,
     anneal_schedule,
-    check_scaling_options,
+    keyword_options_check,
     solver_entry,
     stage_budgets,
     warn_not_converged,
@@ -199,14 +201,7 @@ def finish(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol: flo
     return (plan, SolverInfo(n_iter, error, "numba", converged, iters)) if return_info else plan
 
 
-def _check_options(options: dict[str, Any], **_: Any) -> None:
-    unknown = sorted(set(options) - set(SCALING_DEFAULTS) - {"warn"})
-    if unknown:
-        raise TypeError(f"sinkhorn_numba got unknown options {unknown}; it takes {sorted(SCALING_DEFAULTS)} and warn")
-    check_scaling_options(**{**SCALING_DEFAULTS, **options})
-
-
-@solver_entry(_check_options)
+@solver_entry(keyword_options_check("sinkhorn_numba"))
 def sinkhorn_numba(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     return_info: bool = False,

@@ -108,13 +108,14 @@ def _scale(r: torch.Tensor, prev: torch.Tensor, relax: float) -> torch.Tensor:
     return r.mul_(prev)
 
 
-def _store(f, g, active, f_act, g_act, ut, vt, eps, a, b):
-    """The full-batch potentials with the active problems' current ones (scalings absorbed) written in."""
-    f_now = f_act + eps * (torch.log(ut.squeeze(1)) + math.log(a))
-    g_now = g_act + eps * (torch.log(vt.squeeze(1)) + math.log(b))
-    if active is None:
-        return f_now, g_now
-    return f.index_copy(0, active, f_now), g.index_copy(0, active, g_now)
+def _absorb(potential: torch.Tensor, scaling: torch.Tensor, eps: float, marginal: float) -> torch.Tensor:
+    """The potential with a scaling (B, 1, k), kept in units of the marginal, absorbed into it."""
+    return potential + eps * (torch.log(scaling.squeeze(1)) + math.log(marginal))
+
+
+def _write(full: torch.Tensor, active: torch.Tensor | None, part: torch.Tensor) -> torch.Tensor:
+    """``full`` with the rows of the active problems replaced by ``part`` (all of them when active is None)."""
+    return part if active is None else full.index_copy(0, active, part)
 
 
 @solver_entry(check_scaling_options)
@@ -207,23 +208,22 @@ def sinkhorn_torch(
                         rows = torch.linalg.vector_norm(torch.addcmul(minus_one, ut, r), ord=1, dim=2)
                         cols = torch.linalg.vector_norm(
                             torch.addcmul(minus_one, vt, torch.bmm(ut, kernel_v)), ord=1, dim=2)
-                        keep = ((rows * a + cols * b).squeeze(1) >= tol).nonzero().squeeze(1)  # the one host sync
+                        met = (rows * a + cols * b).squeeze(1) < tol
+                        keep = (~met).nonzero().squeeze(1)  # the one host sync
                         converged = keep.numel() == 0
                         if converged:
                             break
                         if keep.numel() < ut.shape[0]:  # some converged: write their potentials, drop them
-                            f, g = _store(f, g, active, f_act, g_act, ut, vt, eps_k, a, b)
+                            f = _write(f, active, _absorb(f_act, ut, eps_k, a))
+                            g = _write(g, active, _absorb(g_act, vt, eps_k, b))
                             if return_info:
-                                left = torch.ones(ut.shape[0], dtype=torch.bool, device=keep.device)
-                                left[keep] = False
-                                left = left.nonzero().squeeze(1)
+                                left = met.nonzero().squeeze(1)
                                 stopped_at.append((left if active is None else active[left], n_iter + done))
                             active = keep if active is None else active[keep]
                             f_act, g_act, cost_act = f_act[keep], g_act[keep], cost_act[keep]
                             kernel_u, kernel_v, ut, vt, r = (t[keep] for t in (kernel_u, kernel_v, ut, vt, r))
-                f_act = f_act + eps_k * (torch.log(ut.squeeze(1)) + math.log(a))
-                g_act = g_act + eps_k * (torch.log(vt.squeeze(1)) + math.log(b))
-            f, g = (f_act, g_act) if active is None else (f.index_copy(0, active, f_act), g.index_copy(0, active, g_act))
+                f_act, g_act = _absorb(f_act, ut, eps_k, a), _absorb(g_act, vt, eps_k, b)
+            f, g = _write(f, active, f_act), _write(g, active, g_act)
             n_iter += done
         plan = torch.exp(_exponent(f, g, cost, schedule[-1]))
         error = None

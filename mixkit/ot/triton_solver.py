@@ -33,7 +33,7 @@ from .contract import (
     SCALING_DEFAULTS,
     SolverInfo,
     anneal_schedule,
-    check_scaling_options,
+    keyword_options_check,
     solver_entry,
     stage_budgets,
     warn_not_converged,
@@ -176,13 +176,6 @@ def fallback_reason(cost: torch.Tensor, interpreted: bool) -> str | None:
     return None
 
 
-def _check_options(options: dict[str, Any], **_: Any) -> None:
-    unknown = sorted(set(options) - set(SCALING_DEFAULTS) - {"warn"})
-    if unknown:
-        raise TypeError(f"sinkhorn_triton got unknown options {unknown}; it takes {sorted(SCALING_DEFAULTS)} and warn")
-    check_scaling_options(**{**SCALING_DEFAULTS, **options})
-
-
 def launch_fused(cost: torch.Tensor, eps: float, max_iter: int, tol: float, **options: Any):
     """Run the fused kernel, unchecked: returns (plan, per-problem iterations, per-problem converged flags).
 
@@ -225,7 +218,7 @@ def fused_info(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol:
     return SolverInfo(n_iter, error, "triton", converged, iters)
 
 
-@solver_entry(_check_options)
+@solver_entry(keyword_options_check("sinkhorn_triton"))
 def sinkhorn_triton(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     return_info: bool = False,
