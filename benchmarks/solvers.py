@@ -217,6 +217,8 @@ def skip_reason(name: str, device: torch.device, broadcast_gb: float, args: argp
         return "the fused kernel runs on CUDA only"
     if name == "numba" and device.type != "cpu":
         return "the compiled loop runs on the CPU only"
+    if name == "numba" and importlib.util.find_spec("numba") is None:
+        return "numba is not installed here (pip install numba)"
     if name == "pot" and not pot_available():
         return "POT is not installed here (pip install pot)"
     if name == "pot" and device.type == "cuda" and not args.pot_on_cuda:
