@@ -41,7 +41,7 @@ install-demo-data:
 	@$(MAKE) --no-print-directory install-system SYSTEM_PACKAGES=dataset-fashion-mnist
 
 # The main job on its embedded default: recipes/fashion_mnist.py trains a small PreAct ResNet with AlignMixup
-# on the CPU (progress bars; about 5 minutes on 2 cores), evaluates it on the 10,000 test images and prints
+# on the CPU (progress bars; 3 to 5 minutes on 2 cores), evaluates it on the 10,000 test images and prints
 # the test top-1 and the run directory, then draws the alignment (`mixkit viz`) into <run>/alignment.png.
 # A new demo run replaces the previous demo run directory.
 DEMO_RUN ?= output/demo/fashion_mnist_alignmixup

@@ -4,7 +4,7 @@
 A small PreAct ResNet (``preact_resnet_tiny_cifar``: one block per stage, widths 8-64) trained from
 Debian's offline Fashion-MNIST (``apt-get install dataset-fashion-mnist``) at its native 28x28, held in
 memory, and evaluated on the full 10,000-image test split: 3 epochs with AlignMixup, then one clean epoch
-(``--mixup-off-epoch 3``), cosine lr. About 5 minutes of training on two idle CPU cores; expect at least 88%
+(``--mixup-off-epoch 3``), cosine lr. About 3 minutes of training on two idle CPU cores; expect at least 88%
 top-1.
 
     python recipes/fashion_mnist.py                      # the demo
