@@ -1,5 +1,7 @@
 """Solvers against POT, exact EMD and hand-made problems; marginals, degenerate inputs, bad input."""
 
+import warnings
+
 import numpy as np
 import ot
 import pytest
@@ -49,6 +51,19 @@ def test_pot_solver_matches_pot_sinkhorn_directly():
         np.testing.assert_allclose(plan[b].numpy() * n, expected * n, atol=1e-6)
     loop = sinkhorn_pot(cost, 0.5, 5000, 1e-12, batched=False)
     torch.testing.assert_close(plan, loop, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["solve_batch", "loop"])
+def test_pot_warns_when_it_stops_at_max_iter(batched):
+    cost = random_cost()
+    with pytest.warns(RuntimeWarning, match="pot OT solver did not converge: POT stopped at max_iter=20"):
+        plan, info = sinkhorn_pot(cost, 0.05, 20, 1e-12, batched=batched, return_info=True)
+    assert not info.converged and info.n_iter == 20
+    assert float(info.marginal_error) == pytest.approx(float(marginal_error(plan).max()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged, or warn=False: silent (POT's own warning too)
+        assert sinkhorn_pot(cost, 0.5, 20000, 1e-9, batched=batched, return_info=True)[1].converged
+        sinkhorn_pot(cost, 0.05, 20, 1e-12, batched=batched, warn=False)
 
 
 @pytest.mark.parametrize("eps", [1.0, 0.2, DEFAULT_EPS])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -24,6 +26,7 @@ def _solve_batch():
 def sinkhorn_pot(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_POT_MAX_ITER, tol: float = DEFAULT_POT_TOL, *,
     batched: bool = True,
+    warn: bool = True,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
     """Log-domain Sinkhorn plans from POT, on the host in the cost's precision (fp32 at least).
@@ -35,6 +38,7 @@ def sinkhorn_pot(
         tol: POT's stopping threshold (its own criterion: the L2 norm of the row-marginal error for
             ``solve_batch``, checked every 10 iterations).
         batched: Use ``ot.solve_batch`` (if the installed POT has it); False loops ``ot.sinkhorn``.
+        warn: Warn (RuntimeWarning) when POT stopped at ``max_iter`` before its criterion was met.
         return_info: Also return a :class:`SolverInfo` (``converged``: POT stopped before ``max_iter``).
 
     Returns:
@@ -52,12 +56,22 @@ def sinkhorn_pot(
     else:
         a, b = np.full(n, 1.0 / n, dtype=np_cost.dtype), np.full(m, 1.0 / m, dtype=np_cost.dtype)
         plans, n_iter = [], 0
-        for c in np_cost:
-            p, log = ot.sinkhorn(a, b, c, eps, method="sinkhorn_log", numItermax=max_iter, stopThr=tol, log=True)
-            plans.append(p)
-            n_iter = max(n_iter, int(log["niter"]))
+        with warnings.catch_warnings():  # POT's own per-problem warning: one warning below says it for all
+            warnings.filterwarnings("ignore", message=".*did not converge.*")
+            for c in np_cost:
+                p, log = ot.sinkhorn(a, b, c, eps, method="sinkhorn_log", numItermax=max_iter, stopThr=tol, log=True)
+                plans.append(p)
+                n_iter = max(n_iter, int(log["niter"]) + 1)  # POT logs the last loop index
         plan = np.stack(plans)
     plan_t = torch.from_numpy(np.ascontiguousarray(plan)).to(cost.device, out_dtype)
+    converged = n_iter < max_iter
+    error = plan_marginal_error(plan_t).amax() if return_info or not converged else None
+    if not converged and warn:
+        warnings.warn(
+            f"pot OT solver did not converge: POT stopped at max_iter={max_iter} before its criterion (L2 norm of the "
+            f"row-marginal error < tol {tol:g}); the plan's marginal error (L1, rows plus columns) is {float(error):.3g}. "
+            "Raise max_iter or eps, or pass return_info=True to read SolverInfo.converged instead",
+            RuntimeWarning, stacklevel=3)
     if not return_info:
         return plan_t
-    return plan_t, SolverInfo(n_iter, plan_marginal_error(plan_t).amax(), "pot", n_iter < max_iter)
+    return plan_t, SolverInfo(n_iter, error, "pot", converged)
