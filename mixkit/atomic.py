@@ -5,7 +5,9 @@ figures.
 
 Files and directories are written under a hidden temporary name beside the target (same file system)
 and moved into place with one rename once complete. A process killed before that leaves the target
-untouched (and a ``.<name>.tmp-*`` entry behind, which no reader looks at).
+untouched, and a ``.<name>.tmp-<host>-<pid>-*`` entry behind that no reader looks at; the next write of
+the same target on that host removes the entries of writers that no longer run (with a warning), so a
+killed conversion does not keep gigabytes of temporaries.
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "remove_stale_temporaries",
     "replace_dir",
     "save_figure_atomic",
     "temp_dir_beside",
@@ -30,11 +35,53 @@ __all__ = [
 ]
 
 
+def _host_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-{socket.gethostname()}-"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Removes the temporaries beside ``target`` left by writers on this host that no longer run.
+
+    Only entries named by this module for this host are considered, and only when their process is gone
+    (a live writer's, or another host's on a shared file system, are left alone). Returns what was removed.
+    """
+    target = Path(target)
+    prefix = _host_prefix(target)
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in target.parent.iterdir():
+            pid = entry.name[len(prefix):].split("-", 1)[0] if entry.name.startswith(prefix) else ""
+            if not pid.isdigit() or _running(int(pid)):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
+            removed.append(entry)
+    if removed:
+        warnings.warn(f"removed {len(removed)} temporary entr{'y' if len(removed) == 1 else 'ies'} beside {target} "
+                      f"left by a killed writer: {', '.join(sorted(p.name for p in removed))}", RuntimeWarning,
+                      stacklevel=4)
+    return removed
+
+
 @contextlib.contextmanager
 def temp_file_beside(target: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``target``, removed unless the body moved it away."""
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_host_prefix(target)}{os.getpid()}-", dir=target.parent)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -50,7 +97,8 @@ def temp_file_beside(target: str | os.PathLike) -> Iterator[Path]:
 def temp_dir_beside(target: str | os.PathLike) -> Iterator[Path]:
     """A temporary directory beside ``target``, removed unless the body moved it away."""
     target = Path(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_host_prefix(target)}{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
     finally:

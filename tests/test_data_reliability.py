@@ -253,6 +253,14 @@ def test_killed_or_failed_convert_keeps_the_old_beton(tmp_path):
     outcomes = _kill_at_fractions([str(new_root), str(out), "--num-workers", "1"], out, old, check_new,
                                   (0.3, 0.7, 0.9))
     assert outcomes["old"] >= 1  # the early kills left the old dataset in place
+    # The next conversion removes what a killed one left (its temporaries, if the kill came after they
+    # were made), and says so; tests/test_atomic.py checks the mechanism on a writer killed in the block.
+    left = list(tmp_path.glob(".*tmp-*"))
+    proc = _convert([str(new_root), str(out), "--num-workers", "1"])
+    assert proc.wait(timeout=300) == 0
+    assert ("left by a killed writer" in proc.stderr.read().decode()) == bool(left)
+    check_new(out)
+    assert not list(tmp_path.glob(".*tmp-*"))
 
 
 def test_file_failing_during_the_write_leaves_no_output(tmp_path, monkeypatch):
