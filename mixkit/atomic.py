@@ -30,6 +30,7 @@ __all__ = [
     "save_figure_atomic",
     "temp_dir_beside",
     "temp_file_beside",
+    "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
@@ -121,6 +122,11 @@ def _write_atomic(path: str | os.PathLike, write: Any, *, binary: bool) -> Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Writes ``text`` to ``path`` through a temporary file and one rename; returns the path."""
     return _write_atomic(path, lambda f: f.write(text), binary=False)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` through a temporary file and one rename; returns the path."""
+    return _write_atomic(path, lambda f: f.write(data), binary=True)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> Path:

@@ -16,7 +16,7 @@ import torch
 import yaml
 from torch import nn
 
-from .atomic import temp_file_beside
+from .atomic import write_bytes_atomic
 
 __all__ = [
     "ARGS_FILE",
@@ -102,12 +102,9 @@ def save_model_safetensors(model: nn.Module, path: str | os.PathLike) -> Path:
 
     Tied or shared tensors are cloned so that safetensors accepts them.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
-    with temp_file_beside(path) as tmp:
-        save_file(state, str(tmp))
-        os.replace(tmp, path)
-    return path
+    # save() to bytes, then the package's atomic write: safetensors' save_file would reset the file's mode
+    # to 0600 (unreadable to the other users of a shared run directory) and does not fsync.
+    return write_bytes_atomic(path, save(state))

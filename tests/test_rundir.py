@@ -1,5 +1,7 @@
 """mixkit.rundir: a run directory written and read back."""
 
+import os
+
 import pytest
 import timm
 import torch
@@ -26,6 +28,10 @@ def test_round_trip(tmp_path):
         assert not loaded.training and args["img_size"] == 28
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    # The umask's permissions, as every output of the package (safetensors' save_file would give 0600).
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_ema_weights_are_a_separate_file(tmp_path):
