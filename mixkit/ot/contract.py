@@ -101,13 +101,15 @@ def default_check_every(device: torch.device | str, max_iter: int) -> int:
     return max(DEFAULT_CHECK_EVERY, DEFAULT_CHECK_EVERY * math.ceil(per_check / DEFAULT_CHECK_EVERY))
 
 
-def warn_not_converged(solver: str, error: float, tol: float, n_iter: int) -> None:
+def warn_not_converged(solver: str, error: float, tol: float, n_iter: int, *, stacklevel: int = 4) -> None:
+    """Warns that a plan is not a coupling to ``tol``; ``stacklevel`` 4 names the caller of a solver's public
+    function when the solver's own body calls this (one more per helper in between)."""
     warnings.warn(
         f"{solver} OT solver did not converge: marginal error {error:.3g} > tol {tol:g} after {n_iter} "
         "iterations; the plan is not a coupling to that tolerance. Raise max_iter or eps (a too small eps "
         "needs many iterations), or pass return_info=True to read SolverInfo.converged instead",
         RuntimeWarning,
-        stacklevel=4,  # the caller of the solver or of transport_plan
+        stacklevel=stacklevel,
     )
 
 

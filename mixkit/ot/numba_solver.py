@@ -56,6 +56,16 @@ def _build_kernel() -> Any:
     except ImportError as err:
         raise ImportError(_INSTALL_HINT) from err
 
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def relaxed(prev, r, relax):  # pragma: no cover
+        """One scaling update in units of the marginal: 1 / r, over-relaxed as prev * (prev * r) ** -relax."""
+        if relax == 1.0:
+            return 1.0 / r
+        t = prev * r
+        if relax == 1.5:  # t ** -1.5 without pow(), as in the torch solver
+            return prev / (t * math.sqrt(t))
+        return prev * t ** -relax
+
     # Reassociation lets LLVM vectorise the mat-vec sums; no 'nnan'/'ninf': the loop must not assume them.
     @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"})
     def scale_stage(cost, f, g, kernel, eps, budget, relax, last, tol, tiny, check_every, absorb_every, iters,
@@ -98,28 +108,14 @@ def _build_kernel() -> Any:
                                 s += k[i, j] * vt[j]
                             kv[i] = s
                     for i in range(n):
-                        r = max(kv[i] * b, tiny)
-                        if relax == 1.0:
-                            ut[i] = 1.0 / r
-                        elif relax == 1.5:  # t ** -1.5 without pow(), as in the torch solver
-                            t = ut[i] * r
-                            ut[i] = ut[i] / (t * math.sqrt(t))
-                        else:
-                            ut[i] = ut[i] * (ut[i] * r) ** -relax
+                        ut[i] = relaxed(ut[i], max(kv[i] * b, tiny), relax)
                     for j in range(m):
                         s = 0.0
                         for i in range(n):
                             s += kernel_t[j, i] * ut[i]
                         ktu[j] = s
                     for j in range(m):
-                        r = max(ktu[j] * a, tiny)
-                        if relax == 1.0:
-                            vt[j] = 1.0 / r
-                        elif relax == 1.5:
-                            t = vt[j] * r
-                            vt[j] = vt[j] / (t * math.sqrt(t))
-                        else:
-                            vt[j] = vt[j] * (vt[j] * r) ** -relax
+                        vt[j] = relaxed(vt[j], max(ktu[j] * a, tiny), relax)
                     done += 1
                     fresh = False
                     if last and done % check_every == 0:
@@ -197,7 +193,7 @@ def finish(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol: flo
     n_iter = int(iters.max())
     error = plan_marginal_error(plan).amax() if return_info or not converged else None
     if not converged and warn:
-        warn_not_converged("numba", float(error), tol, n_iter)
+        warn_not_converged("numba", float(error), tol, n_iter, stacklevel=5)  # called from sinkhorn_numba's body
     return (plan, SolverInfo(n_iter, error, "numba", converged, iters)) if return_info else plan
 
 
