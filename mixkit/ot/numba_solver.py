@@ -56,6 +56,15 @@ def _build_kernel() -> Any:
     except ImportError as err:
         raise ImportError(_INSTALL_HINT) from err
 
+    @numba.njit(cache=True, nogil=True, inline="always", fastmath={"reassoc", "contract", "arcp", "nsz"})
+    def matvec(mat, vec, out):  # pragma: no cover
+        """out[i] = sum_j mat[i, j] * vec[j], summed in fp64."""
+        for i in range(mat.shape[0]):
+            s = 0.0
+            for j in range(mat.shape[1]):
+                s += mat[i, j] * vec[j]
+            out[i] = s
+
     @numba.njit(cache=True, nogil=True, inline="always")
     def relaxed(prev, r, relax):  # pragma: no cover
         """One scaling update in units of the marginal: 1 / r, over-relaxed as prev * (prev * r) ** -relax."""
@@ -102,35 +111,22 @@ def _build_kernel() -> Any:
                 fresh = False  # kv holds K vt for the current vt (a check computed it)
                 while done < stop:
                     if not fresh:
-                        for i in range(n):
-                            s = 0.0
-                            for j in range(m):
-                                s += k[i, j] * vt[j]
-                            kv[i] = s
+                        matvec(k, vt, kv)
                     for i in range(n):
                         ut[i] = relaxed(ut[i], max(kv[i] * b, tiny), relax)
-                    for j in range(m):
-                        s = 0.0
-                        for i in range(n):
-                            s += kernel_t[j, i] * ut[i]
-                        ktu[j] = s
+                    matvec(kernel_t, ut, ktu)
                     for j in range(m):
                         vt[j] = relaxed(vt[j], max(ktu[j] * a, tiny), relax)
                     done += 1
                     fresh = False
                     if last and done % check_every == 0:
+                        # Rows need K vt for the new vt; columns read K^T ut as computed above (ut unchanged).
+                        matvec(k, vt, kv)
                         err = 0.0
                         for i in range(n):
-                            s = 0.0
-                            for j in range(m):
-                                s += k[i, j] * vt[j]
-                            kv[i] = s
-                            err += abs(ut[i] * max(s * b, tiny) - 1.0) * a
+                            err += abs(ut[i] * max(kv[i] * b, tiny) - 1.0) * a
                         for j in range(m):
-                            s = 0.0
-                            for i in range(n):
-                                s += kernel_t[j, i] * ut[i]
-                            err += abs(vt[j] * s * a - 1.0) * b
+                            err += abs(vt[j] * ktu[j] * a - 1.0) * b
                         fresh = True
                         if err < tol:
                             converged = True
