@@ -23,6 +23,7 @@ __all__ = [
     "EMA_WEIGHTS_FILE",
     "WEIGHTS_FILE",
     "create_model_from_run",
+    "create_model_from_weights",
     "find_run_file",
     "load_run_args",
     "save_model_safetensors",
@@ -95,6 +96,44 @@ def create_model_from_run(path: str | os.PathLike, *, ema: bool = False,
                               in_chans=int(args["in_chans"]), **(args.get("model_kwargs") or {}))
     model.load_state_dict(load_file(str(weights), device=str(device)))
     return model.to(device).eval(), args
+
+
+def create_model_from_weights(name: str, *, checkpoint: str | os.PathLike | None = None, pretrained: bool = False,
+                              device: str | torch.device = "cpu",
+                              **model_kwargs: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """A timm model with weights from a file or timm's pretrained cache, in eval mode, for a model that is
+    not a mixkit-train run.
+
+    Args:
+        name: timm model name (mixkit's registered models included).
+        checkpoint: Weights file (.safetensors, .pth), loaded by timm.
+        pretrained: Use timm's pretrained weights instead.
+        device: Where the model goes.
+        **model_kwargs: ``timm.create_model`` arguments (``num_classes``, ``in_chans``, ...).
+
+    Returns:
+        ``(model, settings)`` with the keys of :data:`REQUIRED_KEYS`, as a run's args.yaml holds them.
+    """
+    import timm
+
+    if checkpoint is None and not pretrained:
+        raise ValueError(f"--model {name} needs weights: --checkpoint FILE or --pretrained (an untrained model "
+                         "shows nothing)")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    try:
+        model = timm.create_model(name, pretrained=pretrained,
+                                  checkpoint_path=str(checkpoint) if checkpoint else None, **model_kwargs)
+    except RuntimeError as e:  # timm's unknown-model and state-dict mismatch errors
+        raise ValueError(f"--model {name}: {e}") from e
+    cfg = timm.data.resolve_data_config({}, model=model)
+    # timm's data config describes the pretrained weights (3 channels) even for a model built with another
+    # in_chans, so the model's own argument wins.
+    settings = {"model": name, "model_kwargs": dict(model_kwargs), "num_classes": model.num_classes,
+                "in_chans": int(model_kwargs.get("in_chans", cfg["input_size"][0])),
+                "img_size": cfg["input_size"][-1], "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+                "crop_pct": cfg.get("crop_pct"), "interpolation": cfg.get("interpolation")}
+    return model.to(device).eval(), settings
 
 
 def save_model_safetensors(model: nn.Module, path: str | os.PathLike) -> Path:

@@ -240,27 +240,16 @@ def find_demo_run(root: str | os.PathLike = DEMO_OUTPUT) -> Path | None:
 
 
 def _model_and_settings(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any], Path | None]:
-    import timm
-
     from . import models  # noqa: F401  (registers mixkit's timm models)
-    from .rundir import create_model_from_run
+    from .rundir import create_model_from_run, create_model_from_weights
 
     if args.model:
         if args.run is not None:
             raise ValueError("give either --run or --model, not both")
-        if args.checkpoint is None and not args.pretrained:
-            raise ValueError(f"--model {args.model} needs weights: --checkpoint FILE or --pretrained")
-        if args.checkpoint is not None and not args.checkpoint.is_file():
-            raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
-        try:
-            model = timm.create_model(args.model, pretrained=args.pretrained,
-                                      checkpoint_path=str(args.checkpoint) if args.checkpoint else None)
-        except RuntimeError as e:  # timm's unknown-model error
-            raise ValueError(str(e)) from e
-        cfg = timm.data.resolve_data_config({}, model=model)
-        settings = {"model": args.model, "in_chans": cfg["input_size"][0], "img_size": cfg["input_size"][-1],
-                    "mean": cfg["mean"], "std": cfg["std"]}
-        return model.eval(), settings, None
+        kwargs = {k: v for k, v in (("num_classes", args.num_classes), ("in_chans", args.in_chans)) if v is not None}
+        model, settings = create_model_from_weights(args.model, checkpoint=args.checkpoint,
+                                                    pretrained=args.pretrained, **kwargs)
+        return model, settings, None
     run_dir = args.run
     if run_dir is None:
         run_dir = find_demo_run()
@@ -308,8 +297,8 @@ def run(args: argparse.Namespace) -> Path:
         what = f"{Path(args.image_a).name} and {Path(args.image_b).name}"
     else:
         a, b, what = _fashion_mnist_pair(args.class_id, tuple(args.indices), img_size=img_size, in_chans=in_chans)
-    al = align_images(model, a, b, mean=as_floats(settings["mean"], in_chans, "mean"),
-                      std=as_floats(settings["std"], in_chans, "std"), layer=args.layer, solver=args.solver,
+    al = align_images(model, a, b, mean=as_floats(args.mean or settings["mean"], in_chans, "mean"),
+                      std=as_floats(args.std or settings["std"], in_chans, "std"), layer=args.layer, solver=args.solver,
                       eps=args.eps)
     output = args.output or ((run_dir / "alignment.png") if run_dir is not None else Path("alignment.png"))
     title = (f"{settings['model']}: {what}; transport plan at '{al.layer}' "
@@ -328,6 +317,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", help="timm model name instead of a run (with --checkpoint or --pretrained)")
     p.add_argument("--checkpoint", type=Path, help="weights for --model (.safetensors, .pth)")
     p.add_argument("--pretrained", action="store_true", help="--model with timm's pretrained weights")
+    p.add_argument("--num-classes", type=int, help="classifier outputs of --model (default: the model's)")
+    p.add_argument("--in-chans", type=int, help="input channels of --model (default: the model's, usually 3)")
+    p.add_argument("--mean", type=float, nargs="+",
+                   help="normalisation mean per channel (default: the run's, else the model's pretrained_cfg)")
+    p.add_argument("--std", type=float, nargs="+", help="normalisation std per channel (default: likewise)")
     p.add_argument("--image-a", type=Path, help="first image file (default: a Fashion-MNIST test image)")
     p.add_argument("--image-b", type=Path, help="second image file (both or neither)")
     p.add_argument("--class-id", type=int, default=8,
@@ -340,7 +334,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--cell", type=int, nargs=2, metavar=("ROW", "COL"),
                    help="feature cell of a whose plan row is drawn (default: the centre cell)")
     p.add_argument("--lam", type=float, default=0.5, help="weight of a in the mixup and CutMix panels (default 0.5)")
-    p.add_argument("--solver", default="torch", help="mixkit.ot solver (default torch, AlignMixup's)")
+    p.add_argument("--solver", default="default",
+                   help="mixkit.ot solver (default: 'default', AlignMixup's: the compiled numba loop on the CPU)")
     p.add_argument("--eps", type=float, help="entropic regularisation (default: the solver's)")
     p.add_argument("--output", type=Path,
                    help=f"PNG to write, {FIGURE_SIZE[0]} x {FIGURE_SIZE[1]} px (default: alignment.png in the "

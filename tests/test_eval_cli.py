@@ -71,6 +71,31 @@ def test_image_folder_run(tmp_path: Path):
     assert Path(report["reliability_diagram"]) == out.with_name("reliability_r.png")
 
 
+@needs_fmnist
+def test_timm_model_with_other_channels_and_classes(tmp_path: Path):
+    """--model with --in-chans 1 --num-classes 10: the data follows the model's channels (timm's data config
+    still says 3 for resnet18), and the metrics are the checkpoint's own."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=10, in_chans=1).eval()
+    torch.save(model.state_dict(), tmp_path / "r18.pth")
+    out = tmp_path / "eval.json"
+    argv = ["--model", "resnet18", "--checkpoint", str(tmp_path / "r18.pth"), "--num-classes", "10",
+            "--in-chans", "1", "--dataset", "fashion_mnist", "--img-size", "28", "--output", str(out), *QUICK,
+            "--no-attacks"]
+    assert main([*argv, "--mean", "0.286", "--std", "0.353"]) == 0
+    ds = FashionMNIST(train=False)
+    with torch.no_grad():
+        logits = model((ds.images[:48, None].float() / 255 - 0.286) / 0.353)
+    top1 = 100 * float((logits.argmax(1) == ds.labels[:48]).float().mean())
+    assert json.loads(out.read_text())["metrics"]["top1"] == pytest.approx(top1)
+    with pytest.raises(ValueError, match="mean has 3 values for a model with 1 input channels: pass --mean"):
+        from mixkit.eval.cli import run as run_eval
+
+        run_eval(build_parser().parse_args(argv))
+
+
 def test_missing_inputs_are_clear_errors(tmp_path: Path, capsys):
     assert main([str(tmp_path / "nope"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err

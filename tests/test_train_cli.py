@@ -83,6 +83,25 @@ def test_named_mixup_builds_mixkit_method_with_kwargs():
     man.remove()
 
 
+def test_paper_preset_keeps_the_authors_loss_unless_smoothing_is_given():
+    """`--mixup alignmixup_paper` trains with the authors' unsmoothed targets (timm's 0.1 is only the default
+    of methods without a preset value); an explicit --smoothing still wins."""
+    model = timm.create_model("preact_resnet_tiny_cifar", num_classes=10, base_width=8)
+    args = parse_args(["--mixup", "alignmixup_paper"])
+    assert args.smoothing == 0.0
+    fn = build_mixup(args, model, num_classes=10)
+    assert (fn.label_smoothing, fn.solver, fn.projection, fn.pairing) == (0.0, "reference", "scaled_plan", "random")
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    _, target = fn(x, y)
+    assert target.min() == 0.0  # no smoothing mass on the classes of neither image
+    fn.remove()
+    assert parse_args(["--mixup", "alignmixup"]).smoothing == 0.1
+    assert parse_args(["--mixup", "alignmixup_paper", "--smoothing", "0.2"]).smoothing == 0.2
+    fn = build_mixup(parse_args(["--mixup", "alignmixup_paper", "--smoothing", "0.2"]), model, num_classes=10)
+    assert fn.label_smoothing == 0.2
+    fn.remove()
+
+
 def test_mixup_errors():
     with pytest.raises(SystemExit):
         parse_args(["--mixup", "alignmix"])  # neither a float nor a method

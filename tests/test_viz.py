@@ -50,6 +50,19 @@ def test_default_images_are_fashion_mnist_and_output_goes_to_the_run(tmp_path: P
         assert img.size == FIGURE_SIZE
 
 
+def test_timm_model_with_its_own_classifier_size(tmp_path: Path):
+    import timm
+
+    torch.save(timm.create_model("resnet18", num_classes=10).state_dict(), tmp_path / "r18.pth")
+    a, b = _images(tmp_path)
+    argv = ["viz", "--model", "resnet18", "--checkpoint", str(tmp_path / "r18.pth"), "--image-a", str(a),
+            "--image-b", str(b), "--img-size", "64", "--output", str(tmp_path / "v.png")]
+    assert main(argv) == 2  # timm's 1000-class default does not fit the checkpoint
+    assert main([*argv, "--num-classes", "10"]) == 0
+    with Image.open(tmp_path / "v.png") as img:
+        assert img.size == FIGURE_SIZE
+
+
 def test_missing_image_is_a_clear_error(tmp_path: Path, capsys):
     run = make_run(tmp_path / "run")
     a, _ = _images(tmp_path)

@@ -122,10 +122,8 @@ def _parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
 
 def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Path | None]:
     """(model in eval mode, the settings it was trained with, the weights file or None)."""
-    import timm
-
     from .. import models  # noqa: F401  (registers mixkit's timm models)
-    from ..rundir import EMA_WEIGHTS_FILE, WEIGHTS_FILE, create_model_from_run
+    from ..rundir import EMA_WEIGHTS_FILE, WEIGHTS_FILE, create_model_from_run, create_model_from_weights
 
     if args.run is not None:
         if args.model or args.checkpoint or args.pretrained:
@@ -143,25 +141,13 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
     if not args.model:
         raise ValueError("nothing to evaluate: pass a run directory, or --model NAME with --checkpoint FILE "
                          "(or --pretrained)")
-    if args.checkpoint is None and not args.pretrained:
-        raise ValueError(f"--model {args.model} needs weights: --checkpoint FILE or --pretrained (an untrained "
-                         "model's numbers mean nothing)")
-    if args.checkpoint is not None and not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
     kwargs = _parse_kwargs(args.model_kwargs)
     for key in ("num_classes", "in_chans"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
-    try:
-        model = timm.create_model(args.model, pretrained=args.pretrained,
-                                  checkpoint_path=str(args.checkpoint) if args.checkpoint else None, **kwargs)
-    except RuntimeError as e:  # timm's unknown-model error
-        raise ValueError(str(e)) from e
-    cfg = timm.data.resolve_data_config({}, model=model)
-    settings = {"model": args.model, "model_kwargs": kwargs, "num_classes": model.num_classes,
-                "in_chans": cfg["input_size"][0], "img_size": cfg["input_size"][-1], "mean": list(cfg["mean"]),
-                "std": list(cfg["std"]), "crop_pct": cfg.get("crop_pct"), "interpolation": cfg.get("interpolation")}
-    return model.to(device).eval(), settings, args.checkpoint
+    model, settings = create_model_from_weights(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained,
+                                                device=device, **kwargs)
+    return model, settings, args.checkpoint
 
 
 def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int, in_chans: int) -> EvalData:

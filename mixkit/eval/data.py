@@ -158,5 +158,6 @@ def as_floats(values: Sequence[float] | float, n: int, name: str) -> tuple[float
     if len(vals) == 1:
         vals = vals * n
     if len(vals) != n:
-        raise ValueError(f"{name} has {len(vals)} values for a model with {n} input channels")
+        raise ValueError(f"{name} has {len(vals)} values for a model with {n} input channels: pass --{name} "
+                         f"with one value, or one per channel")
     return vals

@@ -6,7 +6,7 @@ mixing function is a context manager (``with create_mixup(...) as mix:`` removes
 
 from .alignmixup import PROJECTIONS, AlignMixup, align_mix_features, feature_points, flip_pair_plans
 from .context import MixupContext
-from .factory import accepted_arguments, create_mixup, list_mixups, register_mixup
+from .factory import accepted_arguments, create_mixup, list_mixups, mixup_preset, register_mixup
 from .feature_mix import PAIRINGS, FeatureMixupBase, mix_inputs
 from .hooks import FeatureMixHooks
 from .input_mix import InputMixup
@@ -43,6 +43,7 @@ __all__ = [
     "flip_pair_plans",
     "infer_map_layout",
     "list_mixups",
+    "mixup_preset",
     "manifold_mix_features",
     "mix_inputs",
     "register_mixup",

@@ -19,7 +19,7 @@ from .alignmixup import AlignMixup
 from .input_mix import InputMixup
 from .manifold import ManifoldMixup
 
-__all__ = ["accepted_arguments", "create_mixup", "list_mixups", "register_mixup"]
+__all__ = ["accepted_arguments", "create_mixup", "list_mixups", "mixup_preset", "register_mixup"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,12 @@ def register_mixup(name: str, cls: Callable[..., Any], *, overwrite: bool = Fals
 def list_mixups() -> list[str]:
     """Names create_mixup accepts."""
     return _MIXUPS.list()
+
+
+def mixup_preset(name: str) -> dict[str, Any]:
+    """The keyword defaults registered with ``name`` (a copy), e.g. ``{'label_smoothing': 0.0, ...}`` for
+    'alignmixup_paper'; create_mixup's own kwargs override them."""
+    return dict(_MIXUPS.get(name).defaults)
 
 
 def accepted_arguments(cls: Callable[..., Any]) -> set[str] | None:

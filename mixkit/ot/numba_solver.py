@@ -24,19 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .contract import (
-    DEFAULT_CHECK_EVERY,
-    DEFAULT_EPS,
-    DEFAULT_MAX_ITER,
-    DEFAULT_TOL,
-    SCALING_DEFAULTS,
-    SolverInfo,
-    anneal_schedule,
-    keyword_options_check,
-    solver_entry,
-    stage_budgets,
-    warn_not_converged,
-)
+from . import contract
+from .contract import SolverInfo
 from .metrics import plan_marginal_error
 from .torch_solver import _anchor, _exponent
 
@@ -156,11 +145,11 @@ def launch_fused(cost: torch.Tensor, eps: float, max_iter: int, tol: float, **op
     Each stage's log-domain re-anchoring, and the final plan, run in torch (vectorised exp over the whole
     batch, which numba's scalar exp cannot match); the stage's scaling iterations run in the compiled loop.
     """
-    opts = {**SCALING_DEFAULTS, **options}
+    opts = {**contract.SCALING_DEFAULTS, **options}
     scale_stage = _build_kernel()
-    schedule = anneal_schedule(eps, opts["anneal_factor"], opts["decay"], max_iter)
-    budgets = stage_budgets(len(schedule), max_iter, opts["stage_iters"])
-    check_every = int(opts["check_every"] or DEFAULT_CHECK_EVERY)
+    schedule = contract.anneal_schedule(eps, opts["anneal_factor"], opts["decay"], max_iter)
+    budgets = contract.stage_budgets(len(schedule), max_iter, opts["stage_iters"])
+    check_every = int(opts["check_every"] or contract.DEFAULT_CHECK_EVERY)
     with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
         cost = cost.to(torch.float64 if cost.dtype == torch.float64 else torch.float32).contiguous()
         B, n, m = cost.shape
@@ -189,13 +178,18 @@ def finish(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol: flo
     n_iter = int(iters.max())
     error = plan_marginal_error(plan).amax() if return_info or not converged else None
     if not converged and warn:
-        warn_not_converged("numba", float(error), tol, n_iter, stacklevel=5)  # called from sinkhorn_numba's body
+        # stacklevel 5: the warning names the line that called sinkhorn_numba
+        contract.warn_not_converged("numba", float(error), tol, n_iter, stacklevel=5)
     return (plan, SolverInfo(n_iter, error, "numba", converged, iters)) if return_info else plan
 
 
-@solver_entry(keyword_options_check("sinkhorn_numba"))
+@contract.solver_entry(contract.keyword_options_check("sinkhorn_numba"))
 def sinkhorn_numba(
-    cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
+    cost: torch.Tensor,
+    eps: float = contract.DEFAULT_EPS,
+    max_iter: int = contract.DEFAULT_MAX_ITER,
+    tol: float = contract.DEFAULT_TOL,
+    *,
     return_info: bool = False,
     **options: Any,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:

@@ -187,10 +187,13 @@ def _add_augmentation(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ratio", type=float, nargs="+", default=[3.0 / 4.0, 4.0 / 3.0], metavar="RATIO",
                    help="RandomResizedCrop aspect range (default: 0.75 1.33)")
     g.add_argument("--hflip", type=float, default=0.5, help="horizontal flip probability (default: 0.5)")
-    g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing (default: 0.1)")
+    g.add_argument("--smoothing", type=float, default=None,
+                   help="label smoothing (default: the --mixup method's preset value where it has one, 0 for "
+                        "alignmixup_paper, else 0.1 as in timm)")
     g.add_argument("--mixup", type=mixup_method, default=0.0, metavar="ALPHA|METHOD",
                    help="timm's mixup alpha (mixing on when > 0; timm's Mixup), or a mixkit method name "
-                        "(alignmixup, manifold, mixup, cutmix, mixup_cutmix) built with mixkit.create_mixup; "
+                        "(alignmixup, alignmixup_paper, manifold, mixup, cutmix, mixup_cutmix) built with "
+                        "mixkit.create_mixup; "
                         "default: 0")
     g.add_argument("--mixup-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
                    help="settings of the --mixup method, e.g. input_prob=0.5 solver=pot eps=0.05 mixup_alpha=2.0")
@@ -301,7 +304,20 @@ def parse_args(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any]
     cfg_args, _ = pre.parse_known_args(argv)
     if cfg_args.config:
         parser.set_defaults(**_load_config(cfg_args.config, parser))
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.smoothing is None:
+        args.smoothing = _default_smoothing(args.mixup)
+    return args
+
+
+def _default_smoothing(mixup: float | str) -> float:
+    """timm's 0.1, unless the --mixup method's preset sets its own (alignmixup_paper: 0, the authors' loss);
+    resolved here so that the training loss and args.yaml see the value the mixing function uses."""
+    if isinstance(mixup, str):
+        from mixkit.mix import mixup_preset
+
+        return float(mixup_preset(mixup).get("label_smoothing", 0.1))
+    return 0.1
 
 
 def args_to_yaml_dict(args: argparse.Namespace) -> dict[str, Any]:
