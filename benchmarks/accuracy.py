@@ -47,9 +47,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_average, machine  # noqa: E402
+from common import (  # noqa: E402
+    RESULTS_DIR,
+    common_parser,
+    load_average,
+    machine,
+    pyplot,
+    result_path,
+    save_figure,
+    write_json,
+    write_text,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("none", "mixup", "cutmix", "manifold", "alignmixup", "alignmixup_paper")
 REFERENCE = "alignmixup"
 # Fashion-MNIST training-set statistics (pixels in [0, 1]).
@@ -70,7 +79,9 @@ LABELS = {"top1": "top-1 %", "ece": "ECE %", "fgsm_top1": "FGSM top-1 %", "pgd_t
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[common_parser(out_dir=RESULTS_DIR)])
+    p.set_defaults(device=None)  # the preset's device unless --device is given
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                    help="cpu: the 2-core CPU study (default); gpu: full training set, PreActResNet-18, 30 epochs")
     p.add_argument("--methods", nargs="+", default=list(METHODS),
@@ -87,9 +98,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default 10; step 2.5*eps/steps)")
     p.add_argument("--jobs", type=int, default=2, help="parallel worker processes (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    p.add_argument("--device", help="cpu or cuda (preset)")
-    p.add_argument("--out-dir", type=Path, default=RESULTS, help=f"output folder (default {RESULTS})")
-    p.add_argument("--tag", default="", help="suffix of the output names: accuracy-<device>[-<tag>].*")
     p.add_argument("--only-seeds", type=int, nargs="+", metavar="SEED",
                    help="run only these seeds (e.g. a second process sharing the study, with its own --tag)")
     p.add_argument("--reuse-from", type=Path, nargs="+", default=[], metavar="JSON",
@@ -309,13 +317,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mixkit.atomic import save_figure_atomic
-
+    plt = pyplot()
     per = result["summary"]["per_method"]
     methods = list(per)
     fig, axes = plt.subplots(1, len(TABLE_METRICS), figsize=(4 * len(TABLE_METRICS), 4), dpi=100)
@@ -338,17 +340,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
         fig.suptitle(f"Fashion-MNIST, {cfg['model']} w{cfg['base_width']}, {cfg['train_size']} train images, "
                      f"{cfg['epochs']} epochs, {cfg['seeds']} seeds (bars: mean ± std; dots: seeds)")
         fig.tight_layout()
-        save_figure_atomic(fig, path)
-    finally:
+    except Exception:
         plt.close(fig)
+        raise
+    save_figure(fig, path, dpi=100)
 
 
 def render(result: dict[str, Any], json_path: Path) -> None:
     """Writes the table (.md) and the plot (.png) of a result next to its JSON."""
-    from mixkit.atomic import write_text_atomic
-
     if result["summary"]["per_method"]:
-        write_text_atomic(json_path.with_suffix(".md"), markdown(result))
+        write_text(json_path.with_suffix(".md"), markdown(result))
         plot(result, json_path.with_suffix(".png"))
 
 
@@ -397,11 +398,8 @@ def _git_state() -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from mixkit.atomic import write_json_atomic
-
     args = parse_args(argv)
-    suffix = "-".join(p for p in (torch.device(args.device).type, args.tag) if p)
-    json_path = args.out_dir / f"accuracy-{suffix}.json"
+    json_path = result_path(args.out_dir, "accuracy", device=args.device, tag=args.tag)
     if args.report_only:
         import json
 
@@ -409,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--report-only: {json_path} does not exist; run the study first")
         result = json.loads(json_path.read_text())
         result["summary"] = summarise(result["runs"], result["config"]["methods"])
-        write_json_atomic(json_path, result)
+        write_json(json_path, result)
         render(result, json_path)
         print(markdown(result))
         return 0
@@ -460,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                   "skipped": skipped, "failed": failed, "machine": rec, "uptime_before": uptime_before,
                   "uptime_after": this["uptime_after"], "wall_s": this["wall_s"],
                   "invocations": [*invocations, this], "runs": ordered, "summary": summarise(ordered, methods)}
-        write_json_atomic(json_path, result)
+        write_json(json_path, result)
         render(result, json_path)
         return result
 

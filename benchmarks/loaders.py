@@ -30,7 +30,6 @@ reported, with the machine they were measured on.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,8 +38,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import common
 import torch
-from common import machine
 from tqdm import tqdm
 
 from mixkit.data import create_loader
@@ -49,7 +48,6 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "tests"))  # the photo ImageFolder is a test fixture, not package API
 from data_photos import build_photo_folder  # noqa: E402
 
-RESULTS = ROOT / "results"
 BACKENDS = ("torch", "ffcv", "dali")
 
 
@@ -60,7 +58,7 @@ def loader_machine(device: torch.device) -> dict[str, Any]:
             versions[name] = version(dist)
         except PackageNotFoundError:
             versions[name] = None
-    return machine(device, **versions)
+    return common.machine(device, **versions)
 
 
 def source_for(backend: str, folder: Path, beton: Path) -> Path:
@@ -70,13 +68,11 @@ def source_for(backend: str, folder: Path, beton: Path) -> Path:
 def run_epoch(loader, device: torch.device, desc: str) -> dict[str, float]:
     """One epoch: images delivered and wall time (CUDA synchronised at both ends)."""
     n = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    common.sync(device)
     start = time.perf_counter()
     for _images, labels in tqdm(loader, desc=desc, leave=False, total=len(loader)):
         n += labels.shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    common.sync(device)
     return {"images": n, "seconds": time.perf_counter() - start}
 
 
@@ -112,10 +108,9 @@ def bench(backends: list[str], sources: dict[str, Path], args: argparse.Namespac
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = common.pyplot()
 
     layouts = list(dict.fromkeys(r["layout"] for r in rows))
     backends = list(dict.fromkeys(r["backend"] for r in rows))
@@ -135,16 +130,14 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax.set_ylim(0, max(r["images_per_s"] for r in rows) * 1.18)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=120)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[common.common_parser(out_dir=common.RESULTS_DIR)])
     parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
                         help="backends to measure")
-    parser.add_argument("--device", default="auto",
-                        help="'cpu', 'cuda' or 'auto' (every device present: cpu, and cuda when available)")
     parser.add_argument("--data", type=Path, default=ROOT / ".cache" / "loaders",
                         help="where the photo ImageFolder (reused when built with the same settings) and its .beton "
                              "(rewritten every run, to time the conversion) are built")
@@ -160,11 +153,9 @@ def main() -> None:
     parser.add_argument("--layouts", nargs="+", default=["nchw", "channels_last"],
                         choices=["nchw", "channels_last"],
                         help="output memory layouts to measure (each a full set of rounds)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON and PNG")
     args = parser.parse_args()
 
-    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else \
-        ["cpu"] if args.device == "auto" else [args.device]
+    device = common.resolve_device(args.device)
     folder = build_photo_folder(args.data / "photos", num_files=args.num_files)
     beton = args.data / "photos.beton"
     convert_s = None
@@ -173,42 +164,39 @@ def main() -> None:
         t0 = time.perf_counter()
         write_beton(folder, beton, num_workers=args.num_workers)
         convert_s = time.perf_counter() - t0
-    args.out.mkdir(parents=True, exist_ok=True)
-    for dev in devices:
-        device = torch.device(dev)
-        load_before = os.getloadavg()
-        rows = []
-        for layout in args.layouts:
-            rows += bench(args.backends, {b: source_for(b, folder, beton) for b in args.backends}, args, device,
-                          channels_last=layout == "channels_last")
-        load_after = os.getloadavg()
-        for r in rows:
-            ref = next((t for t in rows if t["backend"] == "torch" and t["layout"] == r["layout"]), None)
-            r["speedup_vs_torch"] = r["images_per_s"] / ref["images_per_s"] if ref else None
-            r["best_epoch_speedup_vs_torch"] = (r["best_epoch_images_per_s"] / ref["best_epoch_images_per_s"]
-                                                if ref else None)
-        info = loader_machine(device)
-        result = {"device": dev, "machine": info, "num_files": args.num_files, "batch_size": args.batch_size,
-                  "img_size": args.img_size, "num_workers": args.num_workers, "warmup": args.warmup,
-                  "epochs": args.epochs, "rounds": args.rounds, "beton_convert_s": convert_s,
-                  "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": load_after, "rows": rows}
-        json_path = args.out / f"loaders-{dev}.json"
-        json_path.write_text(json.dumps(result, indent=1))
-        where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores"
-        plot(rows, args.out / f"loaders-{dev}.png",
-             f"{args.num_files} photos, RRC {args.img_size} + flip, batch {args.batch_size}, "
-             f"{args.num_workers} workers\n{dev}: {where}; load average {load_before[0]:.1f}-{load_after[0]:.1f}")
-        print(f"\n{dev} ({where}); {args.num_files} JPEGs, batch {args.batch_size}, {args.img_size} px, "
-              f"{args.num_workers} workers; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
-        print("| output layout | backend | images/s | vs torch | best epoch images/s | vs torch (best) "
-              "| setup s | warm-up epoch s |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
-        for r in rows:
-            speed = f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "-"
-            best = f"{r['best_epoch_speedup_vs_torch']:.2f}x" if r["best_epoch_speedup_vs_torch"] else "-"
-            print(f"| {r['layout']} | {r['backend']} | {r['images_per_s']:.0f} | {speed} | "
-                  f"{r['best_epoch_images_per_s']:.0f} | {best} | {r['setup_s']:.1f} | {r['warmup_epoch_s']:.1f} |")
-        print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
+    dev = device.type
+    load_before = os.getloadavg()
+    rows = []
+    for layout in args.layouts:
+        rows += bench(args.backends, {b: source_for(b, folder, beton) for b in args.backends}, args, device,
+                      channels_last=layout == "channels_last")
+    load_after = os.getloadavg()
+    for r in rows:
+        ref = next((t for t in rows if t["backend"] == "torch" and t["layout"] == r["layout"]), None)
+        r["speedup_vs_torch"] = r["images_per_s"] / ref["images_per_s"] if ref else None
+        r["best_epoch_speedup_vs_torch"] = (r["best_epoch_images_per_s"] / ref["best_epoch_images_per_s"]
+                                            if ref else None)
+    info = loader_machine(device)
+    result = {"device": dev, "machine": info, "num_files": args.num_files, "batch_size": args.batch_size,
+              "img_size": args.img_size, "num_workers": args.num_workers, "warmup": args.warmup,
+              "epochs": args.epochs, "rounds": args.rounds, "beton_convert_s": convert_s,
+              "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": load_after, "rows": rows}
+    json_path = common.write_json(common.result_path(args.out_dir, "loaders", device=device, tag=args.tag), result)
+    where = info.get("gpu") or f"{info['cpu']}, {info['cores']} cores"
+    plot(rows, json_path.with_suffix(".png"),
+         f"{args.num_files} photos, RRC {args.img_size} + flip, batch {args.batch_size}, "
+         f"{args.num_workers} workers\n{dev}: {where}; load average {load_before[0]:.1f}-{load_after[0]:.1f}")
+    print(f"\n{dev} ({where}); {args.num_files} JPEGs, batch {args.batch_size}, {args.img_size} px, "
+          f"{args.num_workers} workers; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print("| output layout | backend | images/s | vs torch | best epoch images/s | vs torch (best) "
+          "| setup s | warm-up epoch s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        speed = f"{r['speedup_vs_torch']:.2f}x" if r["speedup_vs_torch"] else "-"
+        best = f"{r['best_epoch_speedup_vs_torch']:.2f}x" if r["best_epoch_speedup_vs_torch"] else "-"
+        print(f"| {r['layout']} | {r['backend']} | {r['images_per_s']:.0f} | {speed} | "
+              f"{r['best_epoch_images_per_s']:.0f} | {best} | {r['setup_s']:.1f} | {r['warmup_epoch_s']:.1f} |")
+    print(f"wrote {json_path} and {json_path.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ from common import (
 from PIL import Image
 
 import mixkit  # noqa: F401  (registers mixkit's timm models)
+from mixkit.data import create_loader, write_beton
 from mixkit.train import build_mixup, parse_args
-from mixkit.train.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, TensorLoader
+from mixkit.train.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 TARGET_SLOWDOWN = {"cpu": 0.10, "cuda": 0.03}  # allowed extra time per image of AlignMixup over no mixing
 METHODS = {
@@ -67,10 +68,9 @@ def build_loader(preset: str, loader: str, work: Path, batch_size: int, workers:
         from mixkit.datasets import FashionMNIST
 
         ds = FashionMNIST(train=True)
-        return TensorLoader(ds.images, ds.labels, batch_size=batch_size, is_training=True, img_size=28,
-                            device=device, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, rank=0, world_size=1,
-                            seed=0)
-    from mixkit.data import create_loader, write_beton
+        return create_loader("memory", (ds.images, ds.labels), batch_size=batch_size, is_training=True,
+                             img_size=28, device=device, mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, rank=0,
+                             world_size=1, seed=0)
 
     folder = work / "images"
     if not folder.is_dir():

@@ -24,7 +24,8 @@ from mixkit.data.torch_loader import TorchLoader
     ("crop_pct", 0.0, ValueError, r"crop_pct must be in \(0, 1\]"),
     ("crop_pct", 1.5, ValueError, r"crop_pct must be in \(0, 1\]"),
     ("hflip", 1.2, ValueError, "hflip is a probability"),
-    ("mean", (0.5, 0.5), ValueError, "mean must be 3 numbers"),
+    ("mean", (0.5, 0.5), ValueError, "mean must be 1 or 3 numbers"),
+    ("std", (0.5,), ValueError, "std must be 3 numbers"),  # as many as mean's
     ("std", (0.2, 0.0, 0.2), ValueError, "std must be > 0"),
     ("scale", (0.5, 0.1), ValueError, "scale is an area range"),
     ("scale", (0.1, 1.5), ValueError, "scale is an area range"),
@@ -58,7 +59,9 @@ def test_config_resolves_and_is_frozen(monkeypatch):
 def test_options_are_declared_once():
     """Backends take (source, config, own options): no shared option is declared again."""
     shared = {f.name for f in dataclasses.fields(LoaderConfig)}
-    classes = [TorchLoader]
+    from mixkit.data.memory_loader import MemoryLoader
+
+    classes = [TorchLoader, MemoryLoader]
     for name in ("ffcv_loader", "dali_loader"):
         try:
             module = __import__(f"mixkit.data.{name}", fromlist=["x"])
@@ -87,8 +90,22 @@ def test_config_or_keywords_give_the_same_loader(tmp_path):
         create_loader("torch", colour.root, batch_size=2)
 
 
+def test_memory_backend_checks_channels_source_and_shard(tmp_path):
+    images, labels = torch.zeros(6, 8, 8, dtype=torch.uint8), torch.arange(6)
+    kw = dict(batch_size=2, is_training=True, img_size=8, device="cpu", rank=0, world_size=1)
+    assert len(create_loader("memory", (images, labels), mean=(0.5,), std=(0.5,), **kw)) == 3
+    with pytest.raises(ValueError, match=r"have 3 value\(s\), but the 'memory' backend yields 1-channel images"):
+        create_loader("memory", (images, labels), **kw)  # ImageNet's 3-value default
+    with pytest.raises(ValueError, match="'torch' backend yields 3-channel images"):
+        create_loader("torch", make_colour_folder(tmp_path / "f", (3, 2)).root, mean=(0.5,), std=(0.5,), **kw)
+    with pytest.raises(TypeError, match=r"source is \(images, labels\)"):
+        create_loader("memory", images, mean=(0.5,), std=(0.5,), **kw)
+    with pytest.raises(ValueError, match="fewer than batch_size=8"):
+        create_loader("memory", (images, labels), mean=(0.5,), std=(0.5,), **{**kw, "batch_size": 8})
+
+
 def test_backend_registry_rule():
-    assert {"torch", "ffcv", "dali"} <= set(list_backends())
+    assert {"torch", "ffcv", "dali", "memory"} <= set(list_backends())
     with pytest.raises(ValueError, match="already registered; pass overwrite=True"):
         register_backend("torch", TorchLoader)
     with pytest.raises(ValueError, match=r"unknown loader backend 'nope'; available: \["):

@@ -135,9 +135,9 @@ def test_align_directions_follow_the_mixing_vocabulary():
     torch.testing.assert_close(align(x, y, direction="to_a"), (plan / plan.sum(2, keepdim=True)) @ y)
     cols = plan.transpose(1, 2)
     torch.testing.assert_close(align(x, y, direction="to_b"), (cols / cols.sum(2, keepdim=True)) @ x)
-    for old, new in (("to_x", "to_a"), ("to_y", "to_b")):
-        with pytest.warns(DeprecationWarning, match=new):
-            torch.testing.assert_close(align(x, y, direction=old), align(x, y, direction=new))
+    for old in ("to_x", "to_y"):  # the pre-AlignMixup names are gone: one vocabulary
+        with pytest.raises(ValueError, match="direction must be 'to_a' .* or 'to_b'"):
+            align(x, y, direction=old)
 
 
 def test_align_without_detach_refuses_a_solver_without_gradients():

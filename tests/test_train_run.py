@@ -9,8 +9,8 @@ import torch
 import yaml
 from train_fixtures import make_image_folder, tiny_args, train_in_process
 
+from mixkit.data import create_loader
 from mixkit.rundir import create_model_from_run
-from mixkit.train import TensorLoader
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +79,14 @@ def _reference_shift(img, dy, dx, p):
     return padded[:, dy:dy + img.shape[-2], dx:dx + img.shape[-1]]
 
 
-def test_tensor_loader_contract():
+def test_memory_loader_contract():
     images = torch.randint(0, 256, (50, 12, 12), dtype=torch.uint8)
     labels = torch.arange(50) % 10
     kw = dict(batch_size=8, img_size=12, device="cpu", mean=(0.5,), std=(0.25,), seed=3)
     # Evaluation: every sample exactly once across 3 ranks, normalised as (x/255 - mean) / std.
     seen = []
     for r in range(3):
-        ld = TensorLoader(images, labels, is_training=False, rank=r, world_size=3, **kw)
+        ld = create_loader("memory", (images, labels), is_training=False, rank=r, world_size=3, **kw)
         for x, y in ld:
             seen += y.tolist()
             assert x.shape[1:] == (1, 12, 12)
@@ -96,10 +96,10 @@ def test_tensor_loader_contract():
         assert torch.allclose(first[:, 0], ref, atol=1e-6)
     assert sorted(seen) == sorted(labels.tolist())
     # Training: disjoint equal shards, epochs reproducible through set_epoch and different from each other.
-    shards = [set(TensorLoader(images, labels, is_training=True, rank=r, world_size=3, **kw).indices.tolist())
+    shards = [set(create_loader("memory", (images, labels), is_training=True, rank=r, world_size=3, **kw).indices.tolist())
               for r in range(3)]
     assert all(not (a & b) for i, a in enumerate(shards) for b in shards[i + 1:])
-    ld = TensorLoader(images, labels, is_training=True, rank=0, world_size=1, **kw)
+    ld = create_loader("memory", (images, labels), is_training=True, rank=0, world_size=1, **kw)
     ld.set_epoch(4)
     a = [x for x, _ in ld]
     ld.set_epoch(4)

@@ -28,6 +28,8 @@ class LoaderBase(ABC):
             loader (``loader.batch_size``, ``loader.rank``, ...).
         classes: Class names; a label is an index into this list.
         skipped: (path, reason) pairs of the bad files skipped under ``skip_corrupt``.
+        channels: Channels of the images the backend yields (3 for the decoded RGB files); ``mean`` and
+            ``std`` must have one value each.
     """
 
     backend: str = ""
@@ -38,9 +40,14 @@ class LoaderBase(ABC):
             *,
             classes: Sequence[str] | None = None,
             skipped: Sequence[tuple[str, str]] = (),
+            channels: int = 3,
     ) -> None:
         if not isinstance(config, LoaderConfig):
             raise TypeError(f"config must be a mixkit.data.LoaderConfig, got {type(config).__name__}.")
+        if len(config.mean) != channels:
+            raise ValueError(f"mean {config.mean} and std {config.std} have {len(config.mean)} value(s), but the "
+                             f"{self.backend!r} backend yields {channels}-channel images: give one value per "
+                             "channel.")
         self.config = config
         self.classes = list(classes) if classes is not None else None
         self.skipped = list(skipped)

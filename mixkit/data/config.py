@@ -45,14 +45,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def _numbers(name: str, value, count: int) -> tuple[float, ...]:
-    # A sequence of `count` real numbers, as a tuple of floats.
+def _numbers(name: str, value, counts: tuple[int, ...]) -> tuple[float, ...]:
+    # A sequence of real numbers, as a tuple of floats, of one of the lengths `counts`.
     try:
         values = tuple(value)
     except TypeError:
         values = None
-    if values is None or len(values) != count or not all(isinstance(v, numbers.Real) for v in values):
-        raise ValueError(f"{name} must be {count} numbers, got {value!r}.")
+    if values is None or len(values) not in counts or not all(isinstance(v, numbers.Real) for v in values):
+        raise ValueError(f"{name} must be {' or '.join(map(str, counts))} numbers, got {value!r}.")
     return tuple(float(v) for v in values)
 
 
@@ -83,8 +83,9 @@ class LoaderConfig:
         rank: Global rank; None: from torch.distributed, Accelerate or the RANK variable.
         world_size: Number of processes; None: likewise (WORLD_SIZE).
         seed: Seed of the training shard partition and of the shuffles (the same on every rank).
-        mean: Normalisation mean (0-1 scale).
-        std: Normalisation std (0-1 scale).
+        mean: Normalisation mean (0-1 scale), one value per channel of the backend's images (3 for RGB
+            files, 1 for grayscale images in memory).
+        std: Normalisation std (0-1 scale), as many values as ``mean``.
         crop_pct: Evaluation centre-crop fraction: resize to ``img_size / crop_pct``, crop ``img_size``.
         scale: RandomResizedCrop area range (training).
         ratio: RandomResizedCrop aspect-ratio range (training).
@@ -105,8 +106,8 @@ class LoaderConfig:
     rank: int | None = None
     world_size: int | None = None
     seed: int = 0
-    mean: tuple[float, float, float] = IMAGENET_DEFAULT_MEAN
-    std: tuple[float, float, float] = IMAGENET_DEFAULT_STD
+    mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN
+    std: tuple[float, ...] = IMAGENET_DEFAULT_STD
     crop_pct: float = 0.875
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -131,14 +132,14 @@ class LoaderConfig:
             raise ValueError(f"crop_pct must be in (0, 1], got {self.crop_pct}.")
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"hflip is a probability in [0, 1], got {self.hflip}.")
-        put("mean", _numbers("mean", self.mean, 3))
-        put("std", _numbers("std", self.std, 3))
+        put("mean", _numbers("mean", self.mean, (1, 3)))
+        put("std", _numbers("std", self.std, (len(self.mean),)))
         if min(self.std) <= 0:
             raise ValueError(f"std must be > 0 per channel, got {self.std}.")
-        put("scale", _numbers("scale", self.scale, 2))
+        put("scale", _numbers("scale", self.scale, (2,)))
         if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
             raise ValueError(f"scale is an area range with 0 < low <= high <= 1, got {self.scale}.")
-        put("ratio", _numbers("ratio", self.ratio, 2))
+        put("ratio", _numbers("ratio", self.ratio, (2,)))
         if not 0.0 < self.ratio[0] <= self.ratio[1]:
             raise ValueError(f"ratio is an aspect-ratio range with 0 < low <= high, got {self.ratio}.")
 

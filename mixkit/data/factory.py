@@ -1,4 +1,4 @@
-"""``create_loader``: one interface over the 'torch', 'ffcv' and 'dali' backends, looked up by name."""
+"""``create_loader``: one interface over the 'torch', 'ffcv', 'dali' and 'memory' backends, looked up by name."""
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +19,7 @@ _BACKENDS: Registry[str | type[LoaderBase]] = Registry("loader backend")
 _BACKENDS.register("torch", "mixkit.data.torch_loader:TorchLoader")
 _BACKENDS.register("ffcv", "mixkit.data.ffcv_loader:FfcvLoader")
 _BACKENDS.register("dali", "mixkit.data.dali_loader:DaliLoader")
+_BACKENDS.register("memory", "mixkit.data.memory_loader:MemoryLoader")
 _EXTRAS = {"ffcv": "pip install 'mixkit[ffcv]' (system packages: `make install-system`)",
            "dali": "pip install 'mixkit[dali]'"}
 
@@ -62,7 +63,7 @@ def _check_backend_options(name: str, cls: type[LoaderBase], options: dict[str, 
 
 def create_loader(
         backend: str,
-        source: str | os.PathLike | Sequence[str | os.PathLike],
+        source: str | os.PathLike | Sequence[str | os.PathLike] | tuple[Any, Any],
         config: LoaderConfig | None = None,
         **options: Any,
 ) -> LoaderBase:
@@ -81,9 +82,9 @@ def create_loader(
     ``os_cache`` ('ffcv'); see each backend class.
 
     Args:
-        backend: 'torch', 'ffcv' or 'dali' (``list_backends()``).
+        backend: 'torch', 'ffcv', 'dali' or 'memory' (``list_backends()``).
         source: ImageFolder root ('torch', 'dali'); .beton from ``mixkit convert`` ('ffcv'); webdataset
-            .tar shards ('dali').
+            .tar shards ('dali'); an ``(images, labels)`` pair of tensors ('memory').
         config: The shared options; None builds them from the keywords.
         **options: ``LoaderConfig`` fields and the backend's own options.
 

@@ -6,7 +6,6 @@ direction 'to_a' keeps a's positions (b carried onto a), 'to_b' keeps b's (a car
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import torch
@@ -17,7 +16,6 @@ from .registry import Solver, get_solver
 
 Direction = Literal["to_a", "to_b"]
 DIRECTIONS: tuple[str, ...] = ("to_a", "to_b")
-_RENAMED = {"to_x": "to_a", "to_y": "to_b"}
 
 
 def transport_plan(
@@ -56,6 +54,12 @@ def transport_plan(
     """
     s = get_solver(solver)
     check_point_sets(a, b, ("a", "b"))
+    return _plan_unchecked(a, b, s, eps, max_iter, tol, cost_scale, return_info)
+
+
+def _plan_unchecked(a, b, s: Solver, eps, max_iter, tol, cost_scale, return_info: bool):
+    # transport_plan below the point-set checks (align has made them already): the solver's own
+    # arguments, the cost and its one finiteness check, the unchecked kernel.
     eps, max_iter, tol = s.resolve_args(eps, max_iter, tol)
     scale = s.cost_scale if cost_scale is None else cost_scale
     if scale not in COST_SCALES:
@@ -65,29 +69,34 @@ def transport_plan(
     return s.solve_unchecked(cost, eps, max_iter, tol, return_info=return_info)
 
 
-def barycentric_projection(plan: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Row-normalised plan times the partner's points: y carried onto the plan's rows.
+def barycentric_projection(plan: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Row-normalised plan times the partner's points: the partner set carried onto the plan's rows.
 
     Args:
-        plan: Plan (B, n, m).
-        y: Points (B, m, C).
+        plan: Plan (B, n, m) between a set of n points and one of m.
+        points: The m-point set (B, m, C).
 
     Returns:
-        (B, n, C) in y's dtype: row i is the plan-weighted mean of the y points matched to x_i.
+        (B, n, C) in the points' dtype: row i is the plan-weighted mean of the points matched to point i.
+        The unchecked kernel is ``barycentric_projection.unchecked``.
     """
     check_float_tensor(plan, "plan", 3, finite=False)
-    check_float_tensor(y, "y", 3, finite=False)
-    if plan.shape[0] != y.shape[0] or plan.shape[2] != y.shape[1]:
-        raise ValueError(f"plan {tuple(plan.shape)} does not match points {tuple(y.shape)}: need (B, n, m) and (B, m, C)")
+    check_float_tensor(points, "points", 3, finite=False)
+    if plan.shape[0] != points.shape[0] or plan.shape[2] != points.shape[1]:
+        raise ValueError(f"plan {tuple(plan.shape)} does not match points {tuple(points.shape)}: need (B, n, m) "
+                         "and (B, m, C)")
+    return _project_rows(plan, points)
+
+
+def _project_rows(plan: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     weights = plan / plan.sum(dim=2, keepdim=True).clamp_min(torch.finfo(plan.dtype).tiny)
-    return torch.bmm(weights.to(y.dtype), y)
+    return torch.bmm(weights.to(points.dtype), points)
+
+
+barycentric_projection.unchecked = _project_rows  # for callers that validated already (align, AlignMixup)
 
 
 def _check_direction(direction: str) -> str:
-    if direction in _RENAMED:
-        warnings.warn(f"align(direction={direction!r}) is now spelled {_RENAMED[direction]!r} (first set a, "
-                      "second b, as in AlignMixup); the old name will be removed", DeprecationWarning, stacklevel=3)
-        return _RENAMED[direction]
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'to_a' (b carried onto a) or 'to_b' (a carried onto b), got {direction!r}")
     return direction
@@ -124,7 +133,6 @@ def align(
         b: Points (B, m, C).
         direction: "to_a" returns b carried onto a's n positions (the paper's A' R^T), shape
             (B, n, C); "to_b" returns a carried onto b's m positions (A R), shape (B, m, C).
-            ('to_x' and 'to_y', the old names, still work with a DeprecationWarning.)
         solver: Registry name or :class:`Solver`.
         eps: Entropic regularisation; None takes the solver's default.
         max_iter: Iteration budget; None takes the solver's default.
@@ -152,15 +160,13 @@ def align(
             raise ValueError(f"solver {s.name!r} cannot differentiate its plan (detach_plan=False): use "
                              "detach_plan=True (the paper's choice) or a differentiable solver such as 'torch'")
         with torch.set_grad_enabled(needs_grad):
-            plan = transport_plan(
-                a if needs_grad else a.detach(), b if needs_grad else b.detach(),
-                solver=s, eps=eps, max_iter=max_iter, tol=tol, cost_scale=cost_scale,
-            )
+            plan = _plan_unchecked(a if needs_grad else a.detach(), b if needs_grad else b.detach(), s, eps,
+                                   max_iter, tol, cost_scale, False)
     else:
         _check_given_plan(plan, (a.shape[0], a.shape[1], b.shape[1]))
     with torch.autocast(device_type=a.device.type, enabled=False):
         if direction == "to_a":
-            out = barycentric_projection(plan, b.to(plan.dtype))
+            out = _project_rows(plan, b.to(plan.dtype))
         else:
-            out = barycentric_projection(plan.transpose(1, 2), a.to(plan.dtype))
+            out = _project_rows(plan.transpose(1, 2), a.to(plan.dtype))
     return out.to(a.dtype)

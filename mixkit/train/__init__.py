@@ -12,10 +12,10 @@ from typing import Any
 
 from .args import ParseKwargs, build_parser, mixup_method, parse_args
 from .checkpoint import CheckpointError, find_checkpoint, list_checkpoints
-from .data import TensorLoader, build_loaders, resolve_data_spec, resolve_split
+from .data import build_loaders, resolve_data_spec, resolve_split
 from .engine import NonFiniteLossError, build_mixup, evaluate, train, validate_args
 
-__all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "TensorLoader", "build_loaders",
+__all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "build_loaders",
            "build_mixup", "build_parser", "evaluate", "find_checkpoint", "list_checkpoints", "main",
            "mixup_method", "parse_args", "resolve_data_spec", "resolve_split", "run_recipe", "train",
            "validate_args"]

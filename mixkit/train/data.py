@@ -2,24 +2,22 @@
 
 ``--dataset ''`` reads ``--data-dir`` through ``mixkit.data.create_loader`` (ImageFolder split folders for
 'torch' and 'dali', ``<split>.beton`` files for 'ffcv'); ``--dataset fashion_mnist`` reads Debian's offline
-IDX files into memory and serves them through ``TensorLoader``, which has the same contract (sharding by
-rank, ``set_epoch``, normalised NCHW batches on the device).
+IDX files into memory and serves them through the 'memory' backend of ``create_loader``.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from mixkit.data import create_loader, list_backends, shard_indices
+from mixkit.data import create_loader, list_backends
 
-__all__ = ["FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSpec", "TensorLoader", "build_loaders",
+__all__ = ["FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSpec", "build_loaders",
            "count_classes", "progressive_size", "resolve_data_spec", "resolve_split"]
 
 # Per-channel statistics of Fashion-MNIST's 60,000 training images (0-1 scale).
@@ -109,116 +107,6 @@ def resolve_data_spec(args) -> DataSpec:
     return DataSpec("", train, val, count_classes(train), 3)
 
 
-class TensorLoader:
-    """Batches from in-memory uint8 images, with mixkit.data's loader contract (shards by rank, ``set_epoch``,
-    ``len()`` = batches of this rank, normalised float NCHW images and int64 labels on the device).
-
-    Kept apart from ``mixkit.data.LoaderBase`` on purpose: it reads no files, so it needs none of the
-    backends' machinery. Training: a random translation (zero padding by ``pad`` pixels, then a crop back to
-    size) and a horizontal flip, drawn from a generator seeded by (seed, epoch, rank), so an epoch's batches
-    depend on nothing but those three numbers (exact resume needs no extra state). Evaluation: the images
-    as they are, every sample once across ranks.
-
-    Args:
-        images: uint8 (N, H, W) or (N, C, H, W).
-        labels: int64 (N,).
-        batch_size: Samples per batch.
-        is_training: Training or evaluation mode.
-        img_size: Output side; other sizes are resized (bilinear).
-        device: Target device.
-        mean: Normalisation mean (0-1 scale), one value per channel.
-        std: Normalisation std.
-        rank: Global rank.
-        world_size: Number of processes.
-        seed: Seed of the shard partition, the shuffles and the augmentation.
-        hflip: Horizontal flip probability (training).
-        pad: Translation range in pixels (training); None: img_size // 14.
-        channels_last: Channels-last output.
-        classes: Class names.
-    """
-
-    backend = "memory"
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, is_training: bool,
-                 img_size: int, device: torch.device, mean: Sequence[float], std: Sequence[float], rank: int,
-                 world_size: int, seed: int, hflip: float = 0.5, pad: int | None = None,
-                 channels_last: bool = False, classes: Sequence[str] | None = None) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = batch_size
-        self.is_training = is_training
-        self.device = torch.device(device)
-        self.channels_last = channels_last
-        self.rank, self.world_size = rank, world_size
-        self.classes = list(classes) if classes is not None else None
-        self.epoch = 0
-        self.images = images if images.ndim == 4 else images.unsqueeze(1)
-        self.labels = labels
-        chans = self.images.shape[1]
-        if len(mean) != chans or len(std) != chans:
-            raise ValueError(f"mean {tuple(mean)} / std {tuple(std)} need {chans} values (the images have "
-                             f"{chans} channel(s)): pass --mean/--std with {chans} value(s)")
-        self.img_size = img_size
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.seed = seed
-        self.hflip = hflip
-        self.pad = max(1, img_size // 14) if pad is None else pad
-        self.indices = shard_indices(len(labels), rank=rank, world_size=world_size,
-                                     seed=seed if is_training else None, equal_size=is_training)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Makes the next ``iter()`` run epoch ``epoch``."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        n = self.shard_size
-        return n // self.batch_size if self.is_training else -(-n // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1
-        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in self._iter_epoch(epoch):
-            yield x.to(self.device).contiguous(memory_format=fmt), y.to(self.device)
-
-    @property
-    def shard_size(self) -> int:
-        return len(self.indices)
-
-    def _prepare(self, idx: np.ndarray, gen: torch.Generator | None) -> torch.Tensor:
-        x = self.images[torch.from_numpy(idx)].float().div_(255.0)
-        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-        if gen is not None:
-            b, _, h, w = x.shape
-            p = self.pad
-            if p > 0:
-                padded = F.pad(x, (p, p, p, p))
-                dy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-                dx = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-                bi = torch.arange(b)[:, None, None]
-                ri = (dy[:, None] + torch.arange(h))[:, :, None]
-                ci = (dx[:, None] + torch.arange(w))[:, None, :]
-                x = padded.permute(0, 2, 3, 1)[bi, ri, ci].permute(0, 3, 1, 2).contiguous()
-            flip = torch.rand(b, generator=gen) < self.hflip
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return (x - self.mean) / self.std
-
-    def _iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        gen = None
-        order = self.indices
-        if self.is_training:
-            gen = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch, self.rank])
-                                                    .generate_state(1)[0]))
-            order = order[torch.randperm(len(order), generator=gen).numpy()]
-        n = len(self)
-        for i in range(n):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self._prepare(idx, gen), self.labels[torch.from_numpy(idx)]
-
-
 def progressive_size(epoch: int, prog_res: Sequence[int] | None, default: int) -> int:
     """FFCV's progressive resizing: linear from min_res at start_ramp to max_res at end_ramp, to a multiple
     of 32 (``default`` when off)."""
@@ -240,17 +128,15 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
         from mixkit.datasets import FashionMNIST
 
         train_ds = FashionMNIST(root=spec.train_source, train=True)
-        train = TensorLoader(train_ds.images, train_ds.labels, batch_size=args.batch_size, is_training=True,
-                             img_size=img_size, device=device, mean=mean, std=std, rank=rank,
-                             world_size=world_size, seed=args.seed, hflip=args.hflip,
-                             channels_last=args.channels_last, classes=FashionMNIST.classes)
+        shared = dict(device=device, mean=tuple(mean), std=tuple(std), rank=rank, world_size=world_size,
+                      seed=args.seed, channels_last=args.channels_last, classes=FashionMNIST.classes)
+        train = create_loader("memory", (train_ds.images, train_ds.labels), batch_size=args.batch_size,
+                              is_training=True, img_size=img_size, hflip=args.hflip, **shared)
         val = None
         if spec.eval_source is not None and with_eval:
             test_ds = FashionMNIST(root=spec.eval_source, train=False)
-            val = TensorLoader(test_ds.images, test_ds.labels, batch_size=eval_bs, is_training=False,
-                               img_size=eval_img_size, device=device, mean=mean, std=std, rank=rank,
-                               world_size=world_size, seed=args.seed, channels_last=args.channels_last,
-                               classes=FashionMNIST.classes)
+            val = create_loader("memory", (test_ds.images, test_ds.labels), batch_size=eval_bs,
+                                is_training=False, img_size=eval_img_size, **shared)
         return train, val
     common = dict(num_workers=args.workers, device=device, channels_last=args.channels_last,
                   rank=rank, world_size=world_size, seed=args.seed, mean=tuple(mean), std=tuple(std),
