@@ -3,6 +3,7 @@ one example. Cases that could abort the process (ffcv on a bad file) run in a su
 fails the test instead of killing pytest."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -140,6 +141,30 @@ def test_images_too_small_for_ffcv_are_refused_or_skipped(tmp_path):
         print("OK")
     """
     result = run_python(code)
+    assert result.returncode == 0 and "OK" in result.stdout, \
+        f"rc {result.returncode}:\n{result.stdout}\n{result.stderr[-3000:]}"
+
+
+def test_images_too_large_for_ffcv_are_refused_before_its_writer(tmp_path):
+    """ffcv stores sides as uint16: a side above 65,535 px hangs its writer, so it is refused first."""
+    pytest.importorskip("ffcv")
+    from mixkit.data.beton import ffcv_size_problem
+
+    assert "too large for ffcv" in ffcv_size_problem(70_000, 4)
+    assert ffcv_size_problem(70_000, 700, max_resolution=512) is None  # resized below the limit
+    assert ffcv_size_problem(65_535, 4) is None
+    colour = make_colour_folder(tmp_path / "f", (2, 2))
+    Image.new("RGB", (70_000, 2), (10, 200, 10)).save(colour.root / "class_0" / "wide.png")
+    code = f"""
+        from mixkit.data import write_beton
+        try:
+            write_beton({str(colour.root)!r}, {str(tmp_path / "a.beton")!r}, num_workers=1, max_resolution=None)
+            raise SystemExit("converted an image ffcv cannot store")
+        except ValueError as e:
+            assert "1 bad file" in str(e) and "wide.png" in str(e) and "too large for ffcv" in str(e), e
+        print("OK")
+    """
+    result = run_python(code, timeout=300)  # the old code hung in ffcv's writer
     assert result.returncode == 0 and "OK" in result.stdout, \
         f"rc {result.returncode}:\n{result.stdout}\n{result.stderr[-3000:]}"
 
@@ -448,6 +473,63 @@ def test_16bit_pngs_decode_to_the_same_pixels_in_every_backend(backend, tmp_path
     want = np.stack([expected[p] for p, _ in index.samples])  # evaluation order is the ImageFolder's
     assert labels.tolist() == [y for _, y in index.samples]
     assert np.abs(got - want).max() <= 1.01, f"{backend}: {np.round(got)} vs {np.round(want)}"
+
+
+def _write_unusual_folder(root: Path) -> np.ndarray:
+    """Unusual but valid files (EXIF-rotated JPEG and PNG, CMYK, palette with transparency, LA, RGBA,
+    16-bit RGBA PNG, 16-bit TIFF); returns the quadrant picture they are made of, as stored."""
+    import cv2
+
+    q = np.zeros((16, 16, 3), np.uint8)
+    q[:8, :8], q[:8, 8:], q[8:, :8], q[8:, 8:] = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
+    for c in ("exif", "other"):
+        (root / c).mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation 6: displayed after a 90-degree clockwise turn
+    Image.fromarray(q).save(root / "exif" / "rot6.jpg", quality=100, exif=exif.tobytes())
+    Image.fromarray(q).save(root / "exif" / "rot6.png", exif=exif.tobytes())
+    Image.fromarray(q).convert("CMYK").save(root / "other" / "cmyk.jpg", quality=100)
+    Image.fromarray(q).convert("P").save(root / "other" / "palette.png", transparency=0)
+    Image.fromarray(q[..., 0]).convert("LA").save(root / "other" / "la.png")
+    rgba = np.dstack([q, np.full((16, 16), 255, np.uint8)])
+    rgba[:8, :8, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(root / "other" / "rgba.png")
+    cv2.imwrite(str(root / "other" / "grey16.tiff"), np.full((16, 16), 40000, np.uint16))
+    cv2.imwrite(str(root / "other" / "rgba16.png"),
+                np.dstack([np.full((16, 16, 3), 40000, np.uint16), np.full((16, 16), 65535, np.uint16)]))
+    return q
+
+
+def test_unusual_files_decode_to_the_same_pixels_in_every_backend(tmp_path):
+    """Every installed backend reads each file to the same pixels (EXIF orientation applied, as DALI
+    does), and the EXIF-rotated files come out upright: the stored picture turned 90 degrees clockwise."""
+    pytest.importorskip("cv2")
+    stored = _write_unusual_folder(tmp_path / "f")
+    index = scan_image_folder(tmp_path / "f")
+    pixels = {}
+    for backend in ("torch", "ffcv", "dali"):
+        source = tmp_path / "f"
+        if backend == "ffcv":
+            if importlib.util.find_spec("ffcv") is None:
+                continue
+            from mixkit.data import write_beton
+            source = write_beton(source, tmp_path / "f.beton", num_workers=1, write_mode="raw").paths[0]
+        if backend == "dali" and importlib.util.find_spec("nvidia.dali") is None:
+            continue
+        loader = create_loader(backend, source, batch_size=len(index), is_training=False, img_size=16,
+                               crop_pct=1.0, device="cpu", num_workers=0 if backend == "torch" else 1)
+        (images, _), = list(loader)
+        pixels[backend] = (images.permute(0, 2, 3, 1) * torch_std() + torch_mean()).round().numpy()
+    names = [Path(p).relative_to(tmp_path / "f").as_posix() for p, _ in index.samples]
+    for name in ("exif/rot6.jpg", "exif/rot6.png"):
+        with Image.open(tmp_path / "f" / name) as img:  # PIL's own decode, the tag not applied
+            as_stored = np.asarray(img.convert("RGB"), np.float32)
+        assert np.abs(as_stored[2:-2:11, 2:-2:11] - stored[2:-2:11, 2:-2:11]).max() <= 3  # quadrant centres
+        got = pixels["torch"][names.index(name)]
+        assert np.abs(got - np.rot90(as_stored, k=-1)).max() <= 1, name  # turned clockwise
+    for backend, got in pixels.items():
+        for i, name in enumerate(names):
+            assert np.abs(got[i] - pixels["torch"][i]).max() <= 1, f"{backend} vs torch on {name}"
 
 
 def test_images_without_a_shared_8bit_reading_are_refused(tmp_path):

@@ -115,6 +115,8 @@ def test_rearm_repeats_the_mix_for_a_second_forward(tiny, method: str) -> None:
 def test_deepcopy_of_a_mixing_function_is_refused(tiny) -> None:
     with _create("manifold", tiny) as mix, pytest.raises(TypeError, match=r"deepcopy.*copy the model.*per model"):
         copy.deepcopy(mix)
+    with _create("manifold", tiny) as mix, pytest.raises(TypeError, match=r"copy.copy.*share its hooks.*per model"):
+        copy.copy(mix)
 
 
 def test_deepcopy_of_the_model_is_shared_and_never_mixed(tiny) -> None:
@@ -183,6 +185,27 @@ def test_an_unused_mix_warns_with_its_cause(tiny, setup: str, match: str) -> Non
                 with torch.no_grad():
                     tiny(x)
         assert mix.hooks.num_fired == 0
+
+
+def test_a_trained_deep_copy_is_named_and_pickles_after_remove(tiny) -> None:
+    """Training a deep copy (an EMA or teacher made after create_mixup) never mixes: the warning says so;
+    after remove() the hooks the copy still holds are inert, so the copy pickles."""
+    x, y = _batch()
+    with _create("manifold", tiny) as mix:
+        copy_ = copy.deepcopy(tiny)
+        for step in range(2):
+            np.random.seed(step)
+            if step:
+                with pytest.warns(RuntimeWarning, match=r"deep copy of the model.*train the model that was given"):
+                    mix(x, y)
+            else:
+                mix(x, y)
+            copy_(x)
+        assert mix.hooks.num_fired == 0
+        with pytest.raises(TypeError, match=r"mixkit.*remove\(\)"):
+            pickle.dumps(copy_)
+    restored = pickle.loads(pickle.dumps(copy_))
+    torch.testing.assert_close(restored(x), tiny(x))
 
 
 # -- item 12: pooled layers and channels-last stages ------------------------------------------------
@@ -271,6 +294,39 @@ def test_compiled_before_the_hooks_names_compile_and_the_fix(tiny) -> None:
         torch.compiler.reset()
 
 
+@pytest.mark.slow
+def test_a_compiled_train_step_traced_before_the_hooks_is_named(tiny) -> None:
+    """torch.compile on the step function (not the model): its code never runs the hooks added later, so
+    the unused mix warns with that cause, and the fix it names makes the step mix."""
+    x, y = _batch()
+
+    @torch.compile(backend="aot_eager")
+    def train_step(model, inputs, targets):
+        return -(torch.log_softmax(model(inputs), -1) * targets).sum(-1).mean()
+
+    try:
+        train_step(tiny, x, torch.full((len(x), NUM_CLASSES), 1 / NUM_CLASSES))  # traced without the hooks
+        with _create("manifold", tiny) as mix:
+            for step in range(2):
+                np.random.seed(step)
+                if step:
+                    with pytest.warns(RuntimeWarning, match=r"called twice.*torch.compile traced before "
+                                                             r"create_mixup.*torch.compiler.reset\(\)"):
+                        inputs, targets = mix(x, y)
+                else:
+                    inputs, targets = mix(x, y)
+                train_step(tiny, inputs, targets)
+            assert mix.hooks.num_fired == 0
+            torch.compiler.reset()  # the fix the warning names
+            mix.hooks.disarm()
+            np.random.seed(0)
+            inputs, targets = mix(x, y)
+            train_step(tiny, inputs, targets)
+            assert mix.hooks.num_fired == 1
+    finally:
+        torch.compiler.reset()
+
+
 # -- item 14: pickling -----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["manifold", "alignmixup"])
 def test_pickling_is_refused_with_the_fix(tiny, method: str) -> None:
@@ -287,17 +343,27 @@ def test_pickling_is_refused_with_the_fix(tiny, method: str) -> None:
 
 
 # -- item 15: num_classes against the model's output ---------------------------------------------------
-@pytest.mark.parametrize("method", ["manifold", "alignmixup"])
+@pytest.mark.parametrize("method", ["manifold", "alignmixup", "mixup", "cutmix"])
 def test_num_classes_is_checked_at_the_first_forward(method: str) -> None:
     torch.manual_seed(0)
     model = TinyNet()
     del model.feature_info  # a plain module: nothing says its class count before it runs
     x, y = _batch()
-    with _create(method, model, num_classes=1000) as mix:
+
+    def make(num_classes):
+        if method in ("mixup", "cutmix"):  # input methods: the model is only given for this check
+            return create_mixup(method, model=model, num_classes=num_classes)
+        return _create(method, model, num_classes=num_classes)
+
+    with make(1000) as mix:
         np.random.seed(0)
         mix(x, y)
         with pytest.raises(ValueError, match=r"outputs 5 classes.*num_classes=1000.*pass num_classes=5"):
             model(x)
+    with make(NUM_CLASSES) as mix:
+        np.random.seed(0)
+        mixed, target = mix(x, y)
+        assert model(mixed).shape == target.shape  # the right count passes
 
 
 # -- item 16 and issue 11: bad inputs, label checks ------------------------------------------------------

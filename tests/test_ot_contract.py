@@ -10,6 +10,7 @@ from dispatch_counter import DispatchCounter
 
 from mixkit.ot import (
     align,
+    barycentric_projection,
     default_check_every,
     get_solver,
     marginal_error,
@@ -118,6 +119,15 @@ def test_arguments_of_the_wrong_type_raise_type_errors_naming_the_type(kwargs, m
         transport_plan(x, y, **kwargs)
 
 
+def test_meta_tensors_are_a_clear_error_in_every_entry_point():
+    x, y = (t.to("meta") for t in points())
+    for fn in (transport_plan, align):
+        with pytest.raises(ValueError, match="a is on the meta device.*materialise"):
+            fn(x, y)
+    with pytest.raises(ValueError, match="plan is on the meta device"):
+        barycentric_projection(torch.empty(2, 3, 3, device="meta"), torch.empty(2, 3, 4, device="meta"))
+
+
 def test_solver_of_the_wrong_type_is_a_type_error_naming_the_argument():
     with pytest.raises(TypeError, match=r"solver must be .* got list \['torch'\]"):
         get_solver(["torch"])
@@ -158,6 +168,28 @@ def test_align_rejects_a_given_plan_that_is_not_a_coupling(bad):
     plan[1, 2, 3] = bad
     with pytest.raises(ValueError, match="NaN, Inf or negative"):
         align(x, y, plan=plan)
+
+
+def test_a_given_plan_is_checked_alike_by_align_and_align_mix_features():
+    """The same check (mixkit.ot.check_plan) behind both public entry points that accept a plan: NaN and
+    negative entries, and rows without mass (an all-zero plan carries nothing), are refused."""
+    from mixkit.mix import align_mix_features
+
+    x, y = points(B=2, n=4, m=4, C=3)
+    fa, fb = (p.transpose(1, 2).reshape(2, 3, 2, 2) for p in (x, y))  # (B, C, H, W) with the same points
+    good = torch.full((2, 4, 4), 1 / 16)
+    torch.testing.assert_close(align_mix_features(fa, fb, 0.0, plan=good).flatten(2).transpose(1, 2),
+                               align(x, y, plan=good))
+    nan = good.clone()
+    nan[0, 1, 1] = float("nan")
+    empty_row = good.clone()
+    empty_row[1, 2] = 0.0
+    for bad, match in ((nan, "NaN, Inf or negative"), (-good, "NaN, Inf or negative"),
+                       (torch.zeros_like(good), "row without mass"), (empty_row, "row without mass")):
+        with pytest.raises(ValueError, match=match):
+            align(x, y, plan=bad)
+        with pytest.raises(ValueError, match=match):
+            align_mix_features(fa, fb, 0.5, plan=bad)
 
 
 # --------------------------------------------------------------------------- the periodic check of the CUDA path

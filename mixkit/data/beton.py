@@ -51,6 +51,9 @@ def sidecar_path(beton: str | os.PathLike) -> Path:
     return Path(str(beton) + ".json")
 
 
+FFCV_MAX_SIDE = 65535  # ffcv's RGBImageField stores width and height as uint16
+
+
 def ffcv_size_problem(width: int, height: int, *, max_resolution: int | None = None,
                       crop_pct: float | None = None) -> str | None:
     """Why FFCV cannot process an image of this size, or None.
@@ -58,7 +61,8 @@ def ffcv_size_problem(width: int, height: int, *, max_resolution: int | None = N
     FFCV's writer resizes the longer side to ``max_resolution`` with integer truncation (a side can
     become 0, which fails in its worker and hangs the writer); its evaluation decoder centre-crops
     ``int(crop_pct * shorter side)`` pixels, and an empty crop aborts the process in OpenCV. Without
-    ``crop_pct`` the check is for any crop_pct of at least 0.5 (a stored side of at least 2 px).
+    ``crop_pct`` the check is for any crop_pct of at least 0.5 (a stored side of at least 2 px). FFCV
+    stores each side as a uint16, so a stored side above 65,535 px fails in its writer too (and hangs it).
     """
     w, h = width, height
     if max_resolution is not None and max(w, h) > max_resolution:
@@ -69,6 +73,10 @@ def ffcv_size_problem(width: int, height: int, *, max_resolution: int | None = N
     if min(w, h) < 1:
         return f"too small for ffcv: its shorter side becomes 0 px ({width}x{height} resized to " \
                f"max_resolution {max_resolution})"
+    if max(w, h) > FFCV_MAX_SIDE:
+        return f"too large for ffcv: stored as {stored}, and ffcv records each side as a uint16 (at most " \
+               f"{FFCV_MAX_SIDE} px; a larger side fails in its writer's worker and hangs the writer): " \
+               "convert with --max-resolution (default 512)"
     if crop_pct is None:
         if min(w, h) < 2:
             return f"too small for ffcv: stored as {stored}, and ffcv's evaluation centre crop " \

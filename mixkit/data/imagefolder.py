@@ -10,7 +10,8 @@ a folder already being read (a loop) or to a file already listed is a bad entry 
 
 Pixels: every backend must decode a file to the same pixels, so ``load_rgb`` (the 'torch' backend's and
 the .beton writer's reader) scales 16-bit images to 8 bits as DALI's decoder does, instead of PIL's
-``convert('RGB')``, which saturates 16-bit grey to white; 32-bit integer and float images have no common
+``convert('RGB')``, which saturates 16-bit grey to white, and applies an EXIF orientation tag as DALI's
+decoders do; 32-bit integer and float images have no common
 8-bit reading and are refused by ``validate_image``.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 __all__ = ["BadSampleWarning", "ImageFolderIndex", "load_rgb", "scan_image_folder", "to_rgb",
@@ -79,9 +80,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Reads an image file as 8-bit RGB (``to_rgb``)."""
+    """Reads an image file as 8-bit RGB (``to_rgb``), upright: an EXIF orientation tag is applied, as
+    DALI's decoders apply it (a camera photo stored sideways would otherwise differ between backends)."""
     with Image.open(path) as img:
-        return to_rgb(img)
+        return to_rgb(ImageOps.exif_transpose(img))
 
 
 def _refused_reason(mode: str) -> str:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..ot import barycentric_projection, transport_plan
+from ..ot import barycentric_projection, check_plan, transport_plan
 from .feature_mix import FeatureMixupBase, lam_weights, rand, randint
 from .hooks import MixFn, check_feature_output
 from .layers import INPUT, default_feature_layer, infer_map_layout
@@ -134,7 +134,8 @@ def align_mix_features(
         max_iter: Solver iterations (None: the solver's default).
         tol: Solver stopping tolerance (None: the solver's default).
         plan: Precomputed (B, n, n) plans between a's and b's point sets (e.g. ``flip_pair_plans``);
-            None solves them here (``mixkit.ot.transport_plan``, detached).
+            None solves them here (``mixkit.ot.transport_plan``, detached). Checked by
+            ``mixkit.ot.check_plan`` (on the CPU: finite, non-negative, mass in every row).
         projection: 'barycentric' (mixkit's: the row-normalised plan, each aligned point a weighted mean of
             the partner's points) or 'scaled_plan' (the authors': the plan times n, not normalised).
 
@@ -159,9 +160,8 @@ def align_mix_features(
     if plan is None:
         with torch.no_grad():
             plan = transport_plan(pa.detach(), pb.detach(), solver=solver, eps=eps, max_iter=max_iter, tol=tol)
-    elif plan.shape != (pa.shape[0], pa.shape[1], pb.shape[1]):
-        raise ValueError(f"plan must have shape (B, n, m) = {(pa.shape[0], pa.shape[1], pb.shape[1])}, "
-                         f"got {tuple(plan.shape)}")
+    else:
+        check_plan(plan, (pa.shape[0], pa.shape[1], pb.shape[1]))
     aligned = _project(plan, pa, pb, direction, projection)
     w = lam_weights(lam, pa)
     mixed = pa * w + aligned * (1 - w) if direction == "to_a" else aligned * w + pb * (1 - w)

@@ -257,5 +257,12 @@ class FeatureMixupBase(MixupContext):
             "mixing function per model with create_mixup(..., model=model)"
         )
 
+    def __copy__(self) -> Any:
+        raise TypeError(
+            f"copy.copy of a mixkit {self.method} mixing function would share its hooks and armed state with the "
+            "original, so two objects would arm one model; use the original, or create one mixing function "
+            "per model with create_mixup(..., model=model)"
+        )
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(PICKLE_ERROR)

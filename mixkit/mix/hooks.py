@@ -19,8 +19,11 @@ Rules, each for a reason (mixed targets must never meet unmixed features silentl
 * Activation checkpointing that re-runs the armed layer during backward gets the *same* mix again
   (the "replay"), so the recomputed activations match the forward ones.
 * The hooks are shared, not copied, by ``copy.deepcopy(model)`` (an EMA copy): they ignore the copy's
-  modules. Pickling a model with hooks attached (``torch.save(model)``) is refused with an error that
-  says to call ``remove()`` first.
+  modules, and a training forward of the copy is named as the cause when an armed mix goes unused.
+  Pickling a model with hooks attached (``torch.save(model)``) is refused with an error that says to call
+  ``remove()`` first; after ``remove()`` the hooks a copy still holds are inert and pickle as no-ops.
+* A mix left unused because no hooked forward ran, while torch.compile has compiled code in the process
+  (a compiled train step traced before the hooks), is named as such.
 * The hook bodies are excluded from torch.compile tracing (``torch.compiler.disable``): the graph breaks
   at the mixed layer instead of recompiling for every new lam, direction or armed state.
 """
@@ -71,6 +74,15 @@ def _compiled(model: nn.Module) -> bool:
         return False
 
 
+def _dynamo_compiled_anything() -> bool:
+    """Whether torch.compile compiled a graph in this process (its counters; private API: best effort)."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return False
+    return bool(counters["stats"].get("unique_graphs", 0))
+
+
 class _Hook:
     """One of mixkit's hooks: shared by deep copies of the model, refused by pickle with a clear message."""
 
@@ -81,12 +93,14 @@ class _Hook:
 
     @torch.compiler.disable
     def __call__(self, *args: Any) -> Any:
-        return self.fn(*args)
+        return None if self.fn is None else self.fn(*args)
 
     def __deepcopy__(self, memo: dict) -> _Hook:
         return self  # the hook body checks which module called it, so a copy's modules are ignored
 
     def __reduce_ex__(self, protocol: Any) -> Any:
+        if self.fn is None:  # removed: an inert hook that a deep copy still holds pickles as a no-op
+            return (_Hook, (None,))
         raise TypeError(PICKLE_ERROR)
 
 
@@ -152,12 +166,15 @@ class FeatureMixHooks:
         self._skipped: str | None = None  # why forwards since arming did not mix: "eval" or "no_grad"
         self._forward_active: bool | None = None  # mixing allowed in the running forward (None: none runs)
         self._output_checked = num_classes is None
+        self._forwards_seen = 0  # training forwards of the model whose hooks ran since the last arming
+        self._copy_trained = False  # a deep copy of the model ran a training forward since the last arming
         self._modules = {name: get_layer(self.model, name) for name in self.layers}
-        self._handles = [
-            module.register_forward_hook(_Hook(self._make_layer_hook(name))) for name, module in self._modules.items()
-        ]
-        self._handles.append(self.model.register_forward_pre_hook(_Hook(self._root_pre_hook)))
-        self._handles.append(self.model.register_forward_hook(_Hook(self._root_post_hook)))
+        self._hooks = [_Hook(self._make_layer_hook(name)) for name in self._modules]
+        self._hooks += [_Hook(self._root_pre_hook), _Hook(self._root_post_hook)]
+        self._handles = [module.register_forward_hook(hook)
+                         for module, hook in zip(self._modules.values(), self._hooks, strict=False)]
+        self._handles.append(self.model.register_forward_pre_hook(self._hooks[-2]))
+        self._handles.append(self.model.register_forward_hook(self._hooks[-1]))
         _ATTACHED.setdefault(self.model, weakref.WeakSet()).add(self)
 
     @property
@@ -186,6 +203,8 @@ class FeatureMixHooks:
         self._pending = (layer, mix_fn)
         self._replay = None
         self._skipped = None
+        self._forwards_seen = 0
+        self._copy_trained = False
 
     def check_attached(self) -> None:
         """Raises RuntimeError if ``remove()`` was called."""
@@ -206,6 +225,8 @@ class FeatureMixHooks:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        for hook in self._hooks:  # deep copies of the model keep these objects: make them inert
+            hook.fn = None
         self.disarm()
         self.removed = True
         attached = _ATTACHED.get(self.model)
@@ -238,11 +259,15 @@ class FeatureMixHooks:
         return hook
 
     def _root_pre_hook(self, module: nn.Module, args: Any) -> None:
-        if module is not self.model or _in_backward():
+        if _in_backward():
             return
         active = module.training and torch.is_grad_enabled()
+        if module is not self.model:  # a deep copy (EMA, teacher): never mixed, but a trained copy is a cause
+            self._copy_trained |= active and self._pending is not None
+            return
         self._forward_active = active
         if active:
+            self._forwards_seen += 1
             self._replay = None  # a new training forward: the previous step's mix must not be replayed
         elif self._pending is not None:
             self._skipped = "eval" if not module.training else "no_grad"
@@ -274,8 +299,16 @@ class FeatureMixHooks:
             "no_grad": "every forward since then ran with gradients disabled (torch.no_grad() or "
             "torch.inference_mode()), which never mixes: run the training forward with grad enabled",
         }
-        cause = causes.get(self._skipped or "", "the mixup function was called twice without a training "
-                           "forward model(x) in between")
+        if self._copy_trained:
+            cause = ("a deep copy of the model (copy.deepcopy: an EMA or teacher copy) ran a training forward, "
+                     "and copies are never mixed: train the model that was given to create_mixup")
+        else:
+            cause = causes.get(self._skipped or "", "the mixup function was called twice without a training "
+                               "forward model(x) in between")
+            if self._skipped is None and self._forwards_seen == 0 and _dynamo_compiled_anything():
+                cause += (", or model(x) ran inside a function that torch.compile traced before create_mixup "
+                          "(compiled code does not run hooks added later): create the mixing function before "
+                          "the first compiled call, or call torch.compiler.reset() after creating it")
         return f"the mix armed for layer {layer!r} was never consumed: {cause}. The new call replaces it."
 
     def _bypass_message(self, layer: str) -> str:

@@ -18,9 +18,9 @@ from .targets import (
     LabelRangeCheck,
     check_batch,
     check_config,
-    check_model_classes,
     check_targets,
     soft_targets,
+    watch_model_classes,
 )
 
 __all__ = ["InputMixup"]
@@ -48,7 +48,8 @@ class InputMixup(Mixup, MixupContext):
         label_smoothing: Label smoothing of the soft targets.
         num_classes: Number of classes of the targets.
         multi_label: Targets are dense (B, num_classes) multi-label vectors (timm's multi_label).
-        model: Optional; only its ``num_classes`` (timm models) is checked against ``num_classes``.
+        model: Optional; only used to check ``num_classes``: against its ``num_classes`` attribute (timm
+            models), else against its output at its first training forward.
     """
 
     def __init__(
@@ -67,7 +68,8 @@ class InputMixup(Mixup, MixupContext):
         model: nn.Module | None = None,
     ) -> None:
         check_config(num_classes=num_classes, label_smoothing=label_smoothing, prob=prob, mode=mode)
-        check_model_classes(model, num_classes)
+        # A model that does not say its class count is checked at its first training forward.
+        self.class_check = watch_model_classes(model, num_classes)
         if mixup_alpha < 0 or cutmix_alpha < 0:
             raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}")
         if cutmix_minmax is not None:
@@ -95,6 +97,11 @@ class InputMixup(Mixup, MixupContext):
         super().__init__(**kwargs)
         self.multi_label = multi_label
         self.check_labels = LabelRangeCheck(num_classes)
+
+    def remove(self) -> None:
+        """Takes the one-shot class-count check off the model, if it is still there."""
+        if self.class_check is not None:
+            self.class_check.handle.remove()
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mixes a batch.

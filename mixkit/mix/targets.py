@@ -7,6 +7,8 @@ synchronise the host on CUDA (``LabelRangeCheck``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -62,6 +64,38 @@ def check_model_classes(model: nn.Module | None, num_classes: int) -> None:
             f"num_classes={num_classes} but the model has {own} outputs: pass num_classes={own} to create_mixup "
             "(the soft targets must have the classifier's size)"
         )
+
+
+class ClassCountCheck:
+    """A one-shot forward hook: the first training forward's (B, K) output must have K == ``num_classes``.
+
+    For models that do not say their class count (no ``num_classes`` attribute), so a wrong
+    ``num_classes`` (timm's 1000 default with a 10-class model) is named at the first forward rather than
+    failing later inside the loss. It removes itself after that forward; it pickles and deep-copies with
+    the model.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.handle = model.register_forward_hook(self)
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
+        if not (module.training and isinstance(output, torch.Tensor) and output.ndim == 2):
+            return
+        self.handle.remove()
+        if output.shape[1] != self.num_classes:
+            raise ValueError(
+                f"the model outputs {output.shape[1]} classes but the mixing function was created with "
+                f"num_classes={self.num_classes}: pass num_classes={output.shape[1]} to create_mixup"
+            )
+
+
+def watch_model_classes(model: nn.Module | None, num_classes: int) -> ClassCountCheck | None:
+    """``check_model_classes`` now, and a ``ClassCountCheck`` on the model when it does not say its count."""
+    check_model_classes(model, num_classes)
+    if not isinstance(model, nn.Module) or isinstance(getattr(unwrap_model(model), "num_classes", None), int):
+        return None
+    return ClassCountCheck(unwrap_model(model), num_classes)
 
 
 def check_batch(x: torch.Tensor) -> int:

@@ -1,6 +1,6 @@
 """mixkit.ot: batched entropic optimal transport for feature alignment (knows nothing of models)."""
 
-from .align import DIRECTIONS, align, barycentric_projection, transport_plan
+from .align import DIRECTIONS, align, barycentric_projection, check_plan, transport_plan
 from .contract import (
     DEFAULT_EPS,
     DEFAULT_MAX_ITER,
@@ -23,7 +23,7 @@ from .triton_solver import sinkhorn_triton
 
 __all__ = [
     "COST_SCALES", "DEFAULT_EPS", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "DIRECTIONS", "Solver", "SolverInfo",
-    "align", "anneal_schedule", "barycentric_projection", "cost_scale", "default_check_every",
+    "align", "anneal_schedule", "barycentric_projection", "check_plan", "cost_scale", "default_check_every",
     "effective_partners", "emd", "get_solver", "guard_state", "list_solvers", "marginal_error",
     "normalize_cost", "pairwise_cost", "reference_cost", "register_solver", "relative_transport_cost",
     "reset_guard", "resolve_solver", "sinkhorn_default", "sinkhorn_numba", "sinkhorn_pot", "sinkhorn_reference",

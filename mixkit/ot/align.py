@@ -102,17 +102,28 @@ def _check_direction(direction: str) -> str:
     return direction
 
 
-def _check_given_plan(plan: torch.Tensor, shape: tuple[int, int, int]) -> None:
-    """A given plan must be a (B, n, m) float tensor; on the CPU also finite and non-negative.
+def check_plan(plan: torch.Tensor, shape: tuple[int, int, int]) -> None:
+    """Checks a given transport plan: a (B, n, m) float tensor; on the CPU also finite, non-negative, and
+    with mass in every row (an all-zero row would carry nothing onto its point).
 
     CUDA plans are not scanned: it would cost a host sync per call (AlignMixup passes its plans every step).
+
+    Raises:
+        TypeError: Not a float tensor.
+        ValueError: Wrong shape, or (CPU) NaN, Inf, negative entries or an empty row.
     """
     check_float_tensor(plan, "plan", 3, finite=False)
     if plan.shape != shape:
         raise ValueError(f"plan must have shape (B, n, m) = {shape}, got {tuple(plan.shape)}")
-    if plan.device.type == "cpu" and not bool((plan.detach() >= 0).logical_and_(plan.detach().isfinite()).all()):
+    if plan.device.type != "cpu":
+        return
+    p = plan.detach()
+    if not bool((p >= 0).logical_and_(p.isfinite()).all()):
         raise ValueError("plan has NaN, Inf or negative entries: a transport plan is a non-negative coupling "
                          "(from transport_plan, or your own with rows summing to 1/n and columns to 1/m)")
+    if not bool(p.sum(dim=2).gt(0).all()):
+        raise ValueError("plan has a row without mass (all zeros), which would carry nothing onto its point: a "
+                         "transport plan's rows sum to 1/n (from transport_plan, or normalise your own)")
 
 
 def align(
@@ -163,7 +174,7 @@ def align(
             plan = _plan_unchecked(a if needs_grad else a.detach(), b if needs_grad else b.detach(), s, eps,
                                    max_iter, tol, cost_scale, False)
     else:
-        _check_given_plan(plan, (a.shape[0], a.shape[1], b.shape[1]))
+        check_plan(plan, (a.shape[0], a.shape[1], b.shape[1]))
     with torch.autocast(device_type=a.device.type, enabled=False):
         if direction == "to_a":
             out = _project_rows(plan, b.to(plan.dtype))

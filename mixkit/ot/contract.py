@@ -136,6 +136,9 @@ def check_float_tensor(t: torch.Tensor, name: str, ndim: int, *, finite: bool = 
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     if t.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)}): every set needs at least one point")
+    if t.is_meta:
+        raise ValueError(f"{name} is on the meta device (shapes only, no data), so no plan can be computed; "
+                         "move it to a real device (e.g. .to('cuda')) or materialise it")
     if finite:
         check_finite(t, f"{name} contains NaN or Inf; check the features (e.g. an fp16 overflow upstream)")
 
