@@ -135,9 +135,7 @@ def commands(args: argparse.Namespace, device: torch.device, out_dir: Path) -> d
     backends = ["torch"] + [b for b, mod in (("ffcv", "ffcv"), ("dali", "nvidia.dali")) if importable(mod)]
     notes = [f"{b} is not installed: its rows are skipped" for b in ("ffcv", "dali") if b not in backends]
     loaders = [py, str(HERE / "loaders.py"), "--device", str(device), "--backends", *backends]
-    loaders += ["--out-dir" if "--out-dir" in help_text else "--out", str(out_dir)]
-    if args.tag and "--tag" in help_text:
-        loaders += tag
+    loaders += ["--out-dir", str(out_dir), *tag]
     if args.quick:
         quick = {"--num-files": "32", "--rounds": "1", "--epochs": "1", "--warmup": "1", "--batch-size": "8",
                  "--img-size": "64", "--num-workers": "1"}
