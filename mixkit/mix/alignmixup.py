@@ -162,6 +162,13 @@ def align_mix_features(
             plan = transport_plan(pa.detach(), pb.detach(), solver=solver, eps=eps, max_iter=max_iter, tol=tol)
     else:
         check_plan(plan, (pa.shape[0], pa.shape[1], pb.shape[1]))
+    return _mix_aligned(a, b, pa, pb, lam, plan, direction, layout, prefix, projection)
+
+
+def _mix_aligned(a: torch.Tensor, b: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor, lam: float | torch.Tensor,
+                 plan: torch.Tensor, direction: str, layout: str, prefix: int, projection: str) -> torch.Tensor:
+    # align_mix_features below its checks: AlignMixup's hook calls it every step with its own plans and
+    # validated settings (a plan scan here would cost a host sync per step on CUDA-like paths).
     aligned = _project(plan, pa, pb, direction, projection)
     w = lam_weights(lam, pa)
     mixed = pa * w + aligned * (1 - w) if direction == "to_a" else aligned * w + pb * (1 - w)
@@ -294,9 +301,8 @@ class AlignMixup(FeatureMixupBase):
                 )
             if "plan" not in cache:  # a checkpoint replay sees the same features: reuse the solve
                 cache["plan"] = self._plans(points, partner)
-            return align_mix_features(
-                output, pair_with(output, partner), lam, direction=direction, layout=layout,
-                num_prefix_tokens=prefix, plan=cache["plan"], projection=self.projection,
-            )
+            partner_output = pair_with(output, partner)
+            return _mix_aligned(output, partner_output, points, feature_points(partner_output, layout, prefix), lam,
+                                cache["plan"], direction, layout, prefix, self.projection)
 
         return mix
