@@ -97,7 +97,7 @@ def _project(plan: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor, direction: 
         weights = plan if direction == "to_a" else plan.transpose(1, 2)
         moving = (pb if direction == "to_a" else pa).to(plan.dtype)
         if projection == "barycentric":
-            aligned = barycentric_projection.unchecked(weights, moving)  # shapes are AlignMixup's own
+            aligned = barycentric_projection.unchecked(weights, moving)  # the callers checked the plan
         else:  # the authors': the plan times the number of positions, rows not normalised
             aligned = torch.bmm(weights * pa.shape[1], moving)
     return aligned.to(pa.dtype)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .layers import INPUT, get_layer, unwrap_model
+from .targets import check_output_classes
 
 __all__ = ["FeatureMixHooks", "MixFn", "check_feature_output"]
 
@@ -169,12 +170,11 @@ class FeatureMixHooks:
         self._forwards_seen = 0  # training forwards of the model whose hooks ran since the last arming
         self._copy_trained = False  # a deep copy of the model ran a training forward since the last arming
         self._modules = {name: get_layer(self.model, name) for name in self.layers}
-        self._hooks = [_Hook(self._make_layer_hook(name)) for name in self._modules]
-        self._hooks += [_Hook(self._root_pre_hook), _Hook(self._root_post_hook)]
-        self._handles = [module.register_forward_hook(hook)
-                         for module, hook in zip(self._modules.values(), self._hooks, strict=False)]
-        self._handles.append(self.model.register_forward_pre_hook(self._hooks[-2]))
-        self._handles.append(self.model.register_forward_hook(self._hooks[-1]))
+        layer_hooks = {name: _Hook(self._make_layer_hook(name)) for name in self._modules}
+        pre, post = _Hook(self._root_pre_hook), _Hook(self._root_post_hook)
+        self._hooks = [*layer_hooks.values(), pre, post]  # kept so that remove() can make them inert
+        self._handles = [self._modules[name].register_forward_hook(hook) for name, hook in layer_hooks.items()]
+        self._handles += [self.model.register_forward_pre_hook(pre), self.model.register_forward_hook(post)]
         _ATTACHED.setdefault(self.model, weakref.WeakSet()).add(self)
 
     @property
@@ -280,12 +280,11 @@ class FeatureMixHooks:
             return
         if not self._output_checked and isinstance(output, torch.Tensor) and output.ndim == 2:
             self._output_checked = True
-            if output.shape[1] != self.num_classes:
+            try:
+                check_output_classes(output, self.num_classes)
+            except ValueError:
                 self.disarm()
-                raise ValueError(
-                    f"the model outputs {output.shape[1]} classes but the mixing function was created with "
-                    f"num_classes={self.num_classes}: pass num_classes={output.shape[1]} to create_mixup"
-                )
+                raise
         if self._pending is not None:
             layer = self._pending[0]
             self._pending = None

@@ -21,6 +21,7 @@ __all__ = [
     "check_choice",
     "check_config",
     "check_model_classes",
+    "check_output_classes",
     "check_targets",
     "flip_lam",
     "pair_with",
@@ -52,17 +53,36 @@ def check_config(*, num_classes: int, label_smoothing: float, prob: float, mode:
     check_choice("mode (timm's Mixup modes)", mode, ("batch", "pair", "elem"))
 
 
-def check_model_classes(model: nn.Module | None, num_classes: int) -> None:
+def check_model_classes(model: nn.Module | None, num_classes: int) -> bool:
     """Checks ``num_classes`` against a model that says its own (timm's ``num_classes`` attribute).
+
+    Returns:
+        Whether the model says its class count (False: only its first output can tell).
 
     Raises:
         ValueError: They differ (the loss would fail later with a size mismatch, far from the cause).
     """
     own = getattr(unwrap_model(model), "num_classes", None) if isinstance(model, nn.Module) else None
-    if isinstance(own, int) and not isinstance(own, bool) and own > 0 and own != num_classes:
+    if not (isinstance(own, int) and not isinstance(own, bool) and own > 0):
+        return False
+    if own != num_classes:
         raise ValueError(
             f"num_classes={num_classes} but the model has {own} outputs: pass num_classes={own} to create_mixup "
             "(the soft targets must have the classifier's size)"
+        )
+    return True
+
+
+def check_output_classes(output: torch.Tensor, num_classes: int) -> None:
+    """Checks a model's (B, K) output against ``num_classes`` at its first training forward.
+
+    Raises:
+        ValueError: K differs, naming the value to pass.
+    """
+    if output.shape[1] != num_classes:
+        raise ValueError(
+            f"the model outputs {output.shape[1]} classes but the mixing function was created with "
+            f"num_classes={num_classes}: pass num_classes={output.shape[1]} to create_mixup"
         )
 
 
@@ -83,17 +103,12 @@ class ClassCountCheck:
         if not (module.training and isinstance(output, torch.Tensor) and output.ndim == 2):
             return
         self.handle.remove()
-        if output.shape[1] != self.num_classes:
-            raise ValueError(
-                f"the model outputs {output.shape[1]} classes but the mixing function was created with "
-                f"num_classes={self.num_classes}: pass num_classes={output.shape[1]} to create_mixup"
-            )
+        check_output_classes(output, self.num_classes)
 
 
 def watch_model_classes(model: nn.Module | None, num_classes: int) -> ClassCountCheck | None:
     """``check_model_classes`` now, and a ``ClassCountCheck`` on the model when it does not say its count."""
-    check_model_classes(model, num_classes)
-    if not isinstance(model, nn.Module) or isinstance(getattr(unwrap_model(model), "num_classes", None), int):
+    if not isinstance(model, nn.Module) or check_model_classes(model, num_classes):
         return None
     return ClassCountCheck(unwrap_model(model), num_classes)
 

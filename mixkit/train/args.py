@@ -313,11 +313,10 @@ def parse_args(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any]
 def _default_smoothing(mixup: float | str) -> float:
     """timm's 0.1, unless the --mixup method's preset sets its own (alignmixup_paper: 0, the authors' loss);
     resolved here so that the training loss and args.yaml see the value the mixing function uses."""
-    if isinstance(mixup, str):
-        from mixkit.mix import mixup_preset
+    from mixkit.mix import mixup_preset
 
-        return float(mixup_preset(mixup).get("label_smoothing", 0.1))
-    return 0.1
+    preset = mixup_preset(mixup) if isinstance(mixup, str) else {}
+    return float(preset.get("label_smoothing", 0.1))
 
 
 def args_to_yaml_dict(args: argparse.Namespace) -> dict[str, Any]:
