@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mixkit.mix import list_mixups
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS_DIR,
@@ -59,7 +61,7 @@ from common import (  # noqa: E402
     write_text,
 )
 
-METHODS = ("none", "mixup", "cutmix", "manifold", "alignmixup", "alignmixup_paper")
+METHODS = ("none", *list_mixups())  # every registered method, and no mixing
 REFERENCE = "alignmixup"
 # Fashion-MNIST training-set statistics (pixels in [0, 1]).
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)

@@ -437,14 +437,14 @@ class _FusedLaunchStub:
                     t.fill_(1)
 
 
-def _with_options(solve: Callable[..., Any], **options: Any) -> Callable[..., Any]:
-    """``solve`` with keyword options bound, its ``.unchecked`` kernel too (what transport_plan runs)."""
+def _with_options(solver: Any, **options: Any) -> Any:
+    """The solver with keyword options bound to its checked entry and to its kernel (what transport_plan runs)."""
+    import dataclasses
     import functools
 
-    bound = functools.partial(solve, **options)
-    if hasattr(solve, "unchecked"):
-        bound.unchecked = functools.partial(solve.unchecked, **options)  # type: ignore[attr-defined]
-    return bound
+    kernel = solver.kernel or solver.solve
+    return dataclasses.replace(solver, solve=functools.partial(solver.solve, **options),
+                               kernel=functools.partial(kernel, **options))
 
 
 @contextlib.contextmanager
@@ -463,7 +463,6 @@ def emulated_cuda_pipeline(*, solver: str = "default") -> Iterator[_CudaEmulatio
     Raises:
         NotImplementedError: mixkit.ot offers no way to run that path's logic on CPU tensors.
     """
-    import dataclasses
     import inspect
     from unittest import mock
 
@@ -493,15 +492,15 @@ def emulated_cuda_pipeline(*, solver: str = "default") -> Iterator[_CudaEmulatio
             yield _CudaEmulation(solver, note)
         return
     if solver == "torch":
-        from mixkit.ot import contract
+        from mixkit.ot import schedule
 
         base = get_solver("torch")
-        params = inspect.signature(getattr(base.solve, "unchecked", base.solve)).parameters
-        if "check_every" not in params or not hasattr(contract, "default_check_every"):
+        params = inspect.signature(base.kernel or base.solve).parameters
+        if "check_every" not in params or not hasattr(schedule, "default_check_every"):
             raise NotImplementedError("mixkit.ot.sinkhorn_torch has no check_every / default_check_every to run "
                                       "its CUDA schedule on CPU tensors")
-        every = contract.default_check_every("cuda", base.max_iter)
-        emulated = dataclasses.replace(base, solve=_with_options(base.solve, check_every=every))
+        every = schedule.default_check_every("cuda", base.max_iter)
+        emulated = _with_options(base, check_every=every)
         yield _CudaEmulation(emulated, f"torch solver with check_every={every} (its CUDA schedule) on CPU tensors")
         return
     raise ValueError(f"solver must be 'default', 'triton' or 'torch', got {solver!r}")
@@ -511,7 +510,7 @@ def emulated_cuda_pipeline(*, solver: str = "default") -> Iterator[_CudaEmulatio
 def emulated_cuda_step(*, solver: str = "default") -> Iterator[_CudaEmulation]:
     """:func:`emulated_cuda_pipeline` plus mixkit.mix's CUDA-side label check, for whole training steps.
 
-    On CUDA, ``mixkit.mix.targets.LabelRangeCheck`` queues each batch's label range as a non-blocking copy
+    On CUDA, ``mixkit.mix.labels.LabelRangeCheck`` queues each batch's label range as a non-blocking copy
     and reads it steps later without waiting; on CPU tensors it checks at once (two host reads). Here
     its CUDA logic is stood in for by the same device-side ops (``aminmax``, ``stack``) with no read,
     so the count is the CUDA step's. Where mixkit.mix has no such check, nothing is patched.
@@ -520,7 +519,7 @@ def emulated_cuda_step(*, solver: str = "default") -> Iterator[_CudaEmulation]:
 
     with emulated_cuda_pipeline(solver=solver) as emu:
         try:
-            from mixkit.mix.targets import LabelRangeCheck
+            from mixkit.mix.labels import LabelRangeCheck
         except ImportError:
             yield emu
             return

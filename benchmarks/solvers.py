@@ -70,7 +70,6 @@ from mixkit.ot import (
     get_solver,
     marginal_error,
     normalize_cost,
-    reference_cost,
     relative_transport_cost,
     sinkhorn_numba,
     sinkhorn_pot,
@@ -80,7 +79,7 @@ from mixkit.ot import (
     squared_euclidean_cost,
     transport_plan,
 )
-from mixkit.ot.reference import REFERENCE_EPS
+from mixkit.ot.reference import REFERENCE_EPS, reference_cost
 
 SHAPES = {  # name: (points per set, channels)
     "4x4x512": (16, 512),

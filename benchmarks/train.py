@@ -37,17 +37,13 @@ from PIL import Image
 
 import mixkit  # noqa: F401  (registers mixkit's timm models)
 from mixkit.data import create_loader, write_beton
+from mixkit.mix import list_mixups
 from mixkit.train import build_mixup, parse_args
 from mixkit.train.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 TARGET_SLOWDOWN = {"cpu": 0.10, "cuda": 0.03}  # allowed extra time per image of AlignMixup over no mixing
-METHODS = {
-    "none": [],
-    "mixup": ["--mixup", "1.0"],
-    "cutmix": ["--cutmix", "1.0"],
-    "manifold": ["--mixup", "manifold"],
-    "alignmixup": ["--mixup", "alignmixup"],
-}
+# Every registered method through mixkit-train's flags, and no mixing.
+METHODS = {"none": [], **{name: ["--mixup", name] for name in list_mixups()}}
 
 
 def make_folder(root: Path, *, num_images: int, classes: int = 10, size: int = 160, seed: int = 0) -> Path:

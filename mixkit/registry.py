@@ -2,7 +2,7 @@
 
 timm-style: ``register`` adds an entry (a duplicate name is an error unless ``overwrite=True``),
 ``list`` gives the sorted names, ``get`` returns the entry or raises a ValueError that lists the names
-it knows. Written by hand because timm's own registry is specific to models.
+it knows, ``unregister`` removes one. Written by hand because timm's own registry is specific to models.
 """
 
 from __future__ import annotations
@@ -39,6 +39,16 @@ class Registry(Generic[T]):
             raise ValueError(f"a {self.kind} named {name!r} is already registered; "
                              f"pass overwrite=True to replace it")
         self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> T:
+        """Removes the entry ``name`` and returns it (for tests and plug-ins that registered it temporarily).
+
+        Raises:
+            ValueError: No entry has that name.
+        """
+        entry = self.get(name)
+        del self._entries[name]
         return entry
 
     def get(self, name: str) -> T:

@@ -23,10 +23,13 @@ import yaml
 from timm.data import Mixup
 from torch import nn
 
-from .mix import create_mixup, list_mixups
+from .mix import MixupBase, create_mixup, get_mixup_class, list_mixups
+from .mix.factory import check_mixup_arguments
+from .mix.parts import add_part_param_groups, broadcast_parts, sync_part_gradients
 
-__all__ = ["MixupArgumentError", "MixupMethod", "create_timm_mixup", "is_mixup_method", "method_kwargs",
-           "mixup_arg"]
+__all__ = ["MixupArgumentError", "MixupMethod", "attach_parts", "check_timm_mixup", "create_timm_mixup", "extra_loss",
+           "is_mixup_method", "method_kwargs", "mixup_active", "mixup_arg", "timm_mixup_args"]
+PARTS_KEY = "mixkit_parts"  # the key of the parts' weights in the optimizer's state dict
 
 
 class MixupArgumentError(argparse.ArgumentTypeError, ValueError):
@@ -141,6 +144,47 @@ def method_kwargs(mixup_args: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def timm_mixup_args(args: argparse.Namespace, num_classes: int) -> dict[str, Any]:
+    """The ``mixup_args`` dict timm's train.py builds from its flags (``mixkit-train`` has the same flags)."""
+    return dict(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
+                prob=args.mixup_prob, switch_prob=args.mixup_switch_prob, mode=args.mixup_mode,
+                label_smoothing=args.smoothing, num_classes=num_classes)
+
+
+def mixup_active(mixup_args: Mapping[str, Any]) -> bool:
+    """timm train.py's rule: mixing is on when the mixup alpha (or a method name) or CutMix is set."""
+    return (mixup_args.get("mixup_alpha", 0.0) > 0 or mixup_args.get("cutmix_alpha", 0.0) > 0
+            or mixup_args.get("cutmix_minmax") is not None)
+
+
+def check_timm_mixup(mixup_args: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> None:
+    """Everything ``create_timm_mixup`` checks before it needs the model: method settings with a number,
+    settings the method does not take, CutMix with a method that does not cut. ``mixkit-train`` calls it
+    before loading data; the errors name the flags.
+
+    Raises:
+        ValueError: The request cannot be built; the message starts with ``--mixup <value>``.
+    """
+    settings = dict(settings or {})
+    alpha = mixup_args.get("mixup_alpha", 0.0)
+    if not is_mixup_method(alpha):
+        if settings:
+            raise ValueError(
+                f"--mixup {alpha}: method settings (--mixup-kwargs {sorted(settings)}) need a method name as "
+                f"--mixup (one of {', '.join(list_mixups())}), not a number"
+            )
+        return
+    name = str(alpha)
+    kwargs = {**method_kwargs(mixup_args), **settings}
+    try:
+        check_mixup_arguments(name, kwargs)
+        cls = get_mixup_class(name)
+        if isinstance(cls, type) and issubclass(cls, MixupBase):
+            cls.check_cutmix(kwargs.get("cutmix_alpha", 0.0), kwargs.get("cutmix_minmax"))
+    except ValueError as err:  # say which flag led here: train.py users never called create_mixup
+        raise ValueError(f"--mixup {name}: {err}") from err
+
+
 def create_timm_mixup(
     model: nn.Module,
     mixup_args: Mapping[str, Any],
@@ -149,12 +193,13 @@ def create_timm_mixup(
 ) -> Any:
     """train.py's ``mixup_fn``: timm's ``Mixup`` for a float alpha, the mixkit method for a name.
 
+    The one path from ``--mixup`` to a mixing function: users' train.py and ``mixkit-train`` both call it.
     The method's hooks go on the model's own modules: DDP, ``torch.compile`` and EMA copies made before
     or after this call are handled by ``mixkit.create_mixup``, and parameter names do not change.
 
     Args:
         model: The model (wrapped or not).
-        mixup_args: train.py's ``mixup_args`` dict; ``mixup_alpha`` is ``args.mixup``.
+        mixup_args: train.py's ``mixup_args`` dict (``timm_mixup_args``); ``mixup_alpha`` is ``args.mixup``.
         args: train.py's namespace. When given and ``args.mixup`` is a ``MixupMethod``, it is replaced
             by the plain name, so checkpoints that pickle ``args`` load with ``weights_only=True``
             (timm allows ``argparse.Namespace`` and plain values, not mixkit classes).
@@ -166,21 +211,76 @@ def create_timm_mixup(
         **method_kwargs(mixup_args), **settings)``.
 
     Raises:
-        ValueError: Method settings with a float alpha, or arguments the method rejects.
+        ValueError: Method settings with a float alpha, or arguments the method rejects (the message
+            starts with ``--mixup <value>``).
     """
+    check_timm_mixup(mixup_args, settings)
     alpha = mixup_args.get("mixup_alpha", 0.0)
     if not is_mixup_method(alpha):
-        if settings:
-            raise ValueError(
-                f"method settings {sorted(settings)} need a method name as mixup alpha "
-                f"(one of {', '.join(list_mixups())}), got the number {alpha!r}"
-            )
         return Mixup(**mixup_args)
     name = str(alpha)
     try:
         mixup_fn = create_mixup(name, model=model, **method_kwargs(mixup_args), **settings)
-    except ValueError as err:  # say which flag led here: train.py users never called create_mixup
-        raise ValueError(f"--mixup {name}: {err}") from err
+    except (ValueError, TypeError) as err:  # say which flag led here: train.py users never called create_mixup
+        raise type(err)(f"--mixup {name}: {err}") from err
     if args is not None and isinstance(getattr(args, "mixup", None), MixupMethod):
         args.mixup = name
     return mixup_fn
+
+
+def attach_parts(mixup_fn: Any, optimizer: Any) -> None:
+    """train.py's line for methods with trainable parts, right after ``create_optimizer_v2``.
+
+    train.py builds ``mixup_fn`` before its optimizer; this adds the method's parts (``extra_modules()``)
+    before train.py's ``resume_checkpoint`` and lr scheduler, which then cover them:
+
+    * moves the parts to the model's device, gives every process rank 0's parts (train.py seeds each rank
+      differently; DDP does the same for the model) and adds them to ``optimizer`` with timm's weight-decay
+      split (the weight decay of the optimizer's decayed groups);
+    * averages their gradients across processes before every optimizer step (they are not in DDP: a step
+      may leave them unused on one process; ``mixkit.mix.parts.sync_part_gradients``);
+    * saves their weights with the optimizer's state (``optimizer.state_dict()["mixkit_parts"]``, which
+      timm's CheckpointSaver writes beside the model's ``state_dict``, never inside it), and loads them back
+      when ``resume_checkpoint`` loads the optimizer.
+
+    A no-op for None, timm's Mixup and methods without parts.
+    """
+    parts = mixup_fn.extra_modules() if isinstance(mixup_fn, MixupBase) else {}
+    if not parts:
+        return
+    if mixup_fn.model is None:
+        raise ValueError(f"{mixup_fn.method} has trainable parts but holds no model to place them beside: create it "
+                         "with create_timm_mixup(model, mixup_args, args)")
+    device = next(iter(mixup_fn.model.parameters())).device
+    for part in parts.values():
+        part.to(device)
+    broadcast_parts(parts)
+    # timm puts the weight decay on the param groups (not in optimizer.defaults): the decayed groups' value.
+    decay = max(float(group.get("weight_decay", 0.0)) for group in optimizer.param_groups)
+    add_part_param_groups(optimizer, parts, weight_decay=decay)
+    optimizer.register_step_pre_hook(lambda opt, *_: sync_part_gradients(parts))
+
+    def save_parts(opt: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state[PARTS_KEY] = {key: part.state_dict() for key, part in parts.items()}
+        return state
+
+    def load_parts(opt: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state = dict(state)
+        saved = state.pop(PARTS_KEY, None)
+        if saved is None:
+            raise ValueError(f"the checkpoint's optimizer state has no {PARTS_KEY!r}: it was not written with the "
+                             f"parts of {mixup_fn.method} attached (mixkit.timm_compat.attach_parts); resume a run of "
+                             "the same --mixup method, or start a new one")
+        for key, part in parts.items():
+            part.load_state_dict(saved[key])
+        return state
+
+    optimizer.register_state_dict_post_hook(save_parts)
+    optimizer.register_load_state_dict_pre_hook(load_parts)
+
+
+def extra_loss(mixup_fn: Any) -> Any:
+    """train.py's second line for methods with parts: the method's extra loss term of the last training
+    forward (0 for None, timm's Mixup, or a method without one), added to the classification loss."""
+    term = mixup_fn.extra_loss() if isinstance(mixup_fn, MixupBase) else None
+    return 0.0 if term is None else term

@@ -6,7 +6,7 @@ of a, and the plan's row for that cell drawn over b (which cells of b it takes i
 
 "Carried through the plan" is shown in pixels at feature resolution: the plan is solved by
 ``mixkit.ot.transport_plan`` between the two images' feature maps at the AlignMixup layer (the
-model's last feature stage, ``mixkit.mix.default_feature_layer``), each image is cut into the
+model's last feature stage, ``mixkit.mix.layers.default_feature_layer``), each image is cut into the
 h x w patches that the feature cells cover, and each cell of a receives the plan-weighted average of
 b's patches (rows of the plan normalised: the barycentric projection AlignMixup applies to features).
 
@@ -114,7 +114,7 @@ def _patches_mean(plan: torch.Tensor, image: torch.Tensor, grid: tuple[int, int]
 
 
 def align_images(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, mean: tuple[float, ...],
-                 std: tuple[float, ...], layer: str | None = None, solver: str = "torch",
+                 std: tuple[float, ...], layer: str | None = None, solver: str = "default",
                  eps: float | None = None) -> Alignment:
     """Solves the transport plan between the feature maps of a and b and carries each image onto the other.
 
@@ -125,11 +125,10 @@ def align_images(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, mean: tu
         mean: Normalisation mean the model was trained with, per channel.
         std: Normalisation std, per channel.
         layer: Module name of the feature map (None: AlignMixup's default, the last feature stage).
-        solver: mixkit.ot solver name.
+        solver: mixkit.ot solver name ('default': AlignMixup's and ``mixkit viz``'s default).
         eps: Entropic regularisation (None: the solver's default, as AlignMixup uses it).
     """
-    from .mix import default_feature_layer, resolve_layer
-    from .mix.layers import get_layer
+    from .mix.layers import default_feature_layer, get_layer, resolve_layer
     from .ot import transport_plan
 
     if a.shape != b.shape or a.ndim != 3:

@@ -114,7 +114,7 @@ def test_emulated_fused_kernel_is_one_launch_with_a_valid_plan():
 
 
 def test_emulated_torch_path_checks_convergence_less_often_than_the_cpu_path():
-    from mixkit.ot.contract import MAX_CUDA_CHECKS
+    from mixkit.ot.defaults import MAX_CUDA_CHECKS
 
     with emulated_cuda_pipeline(solver="torch") as emu:
         _, cuda_like = _solve_counts(emu.solver)
@@ -124,7 +124,7 @@ def test_emulated_torch_path_checks_convergence_less_often_than_the_cpu_path():
 
 
 def test_emulated_step_takes_the_label_check_off_the_host():
-    from mixkit.mix.targets import LabelRangeCheck
+    from mixkit.mix.labels import LabelRangeCheck
 
     labels = torch.tensor([0, 3, 9])
     with OpCounter() as cpu:

@@ -24,6 +24,8 @@ from mixkit.mix import (
     align_mix_features,
     create_mixup,
     flip_pair_plans,
+    get_mixup_class,
+    list_mixups,
     manifold_mix_features,
 )
 from mixkit.ot import align, transport_plan
@@ -35,7 +37,7 @@ TIGHT = dict(tol=1e-7, max_iter=5000)
 
 
 def _lam(mix: ManifoldMixup | AlignMixup, like: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(mix.last_lam).to(like.dtype)
+    return torch.from_numpy(mix.last_draw.lam).to(like.dtype)
 
 
 def _hand_align(f: torch.Tensor, lam: torch.Tensor, direction: str) -> torch.Tensor:
@@ -62,7 +64,7 @@ def test_alignmixup_resnet_matches_hand_mix_and_fires_once(resnet, make_batch, c
     ) as mix:
         np.random.seed(1)
         x_in, target = mix(x, y)
-        assert x_in is x and mix.last_layer == "layer4" and mix.last_direction == direction
+        assert x_in is x and mix.last_draw.layer == "layer4" and mix.last_draw.direction == direction
         mixed = resnet(x_in).detach()
         assert mix.hooks.num_fired == 1 and mix.hooks.armed is None
         with torch.no_grad():
@@ -72,7 +74,7 @@ def test_alignmixup_resnet_matches_hand_mix_and_fires_once(resnet, make_batch, c
         torch.testing.assert_close(resnet(x).detach(), plain)  # the next forward is plain again
         assert mix.hooks.num_fired == 1
         torch.testing.assert_close(target.sum(1), torch.ones(len(y)))
-        lam = float(mix.last_lam[0])
+        lam = float(mix.last_draw.lam[0])
         smooth = 0.1 / NUM_CLASSES
         onehot = torch.nn.functional.one_hot(y, NUM_CLASSES).float() * (1 - 0.1) + smooth
         torch.testing.assert_close(target, lam * onehot + (1 - lam) * onehot.flip(0))
@@ -103,13 +105,13 @@ def test_manifold_default_layers_and_input_branch(resnet, make_batch) -> None:
         for seed in range(12):
             np.random.seed(seed)
             x_in, _ = mix(x, y)
-            chosen.add(mix.last_layer)
-            if mix.last_layer == "input":
+            chosen.add(mix.last_draw.layer)
+            if mix.last_draw.layer == "input":
                 lam = _lam(mix, x).reshape(-1, 1, 1, 1)
                 torch.testing.assert_close(x_in, lam * x + (1 - lam) * x.flip(0))
                 assert mix.hooks.armed is None
             else:
-                assert x_in is x and mix.hooks.armed == mix.last_layer
+                assert x_in is x and mix.hooks.armed == mix.last_draw.layer
                 mix.hooks.disarm()
         assert chosen == {"input", "layer1", "layer2"}
 
@@ -122,12 +124,12 @@ def test_alignmixup_input_branch_and_defaults(convnext, make_batch) -> None:
         for seed in range(40):
             np.random.seed(seed)
             x_in, _ = mix(x, y)
-            branches.append(mix.last_layer)
-            if mix.last_layer == "input":
+            branches.append(mix.last_draw.layer)
+            if mix.last_draw.layer == "input":
                 lam = _lam(mix, x).reshape(-1, 1, 1, 1)
                 torch.testing.assert_close(x_in, lam * x + (1 - lam) * x.flip(0))
             else:
-                directions.add(mix.last_direction)
+                directions.add(mix.last_draw.direction)
                 mix.hooks.disarm()
         assert 8 <= branches.count("input") <= 32 and directions == {"to_a", "to_b"}
 
@@ -147,7 +149,7 @@ def test_eval_and_disabled_never_mix(resnet, make_batch) -> None:
         assert mix.hooks.num_fired == 1
         mix.mixup_enabled = False
         _, target = mix(x, y)
-        assert mix.hooks.armed is None and mix.last_lam is None
+        assert mix.hooks.armed is None and not mix.last_draw.mixed
         torch.testing.assert_close(resnet(x).detach(), plain_train)
         onehot = torch.nn.functional.one_hot(y, NUM_CLASSES).float() * 0.9 + 0.1 / NUM_CLASSES
         torch.testing.assert_close(target, onehot)
@@ -234,7 +236,7 @@ def test_odd_batches_keep_the_middle_sample(convnext, make_batch, capture, metho
         torch.testing.assert_close(mixed[0][mid], plain[0][mid])
         assert target[mid, y[mid]] == 1.0
         if batch_size == 1:
-            assert mix.last_lam is None and mix.hooks.num_fired == 0  # nothing to pair with
+            assert not mix.last_draw.mixed and mix.hooks.num_fired == 0  # nothing to pair with
         else:
             assert mix.hooks.num_fired == 1 and not torch.allclose(mixed[0][0], plain[0][0])
 
@@ -312,6 +314,25 @@ def test_construction_errors_leave_the_model_untouched(resnet, method, kwargs, e
         create_mixup(method, model=resnet, **kwargs)
     hooks = [m._forward_hooks for m in resnet.modules()] + [m._forward_pre_hooks for m in resnet.modules()]
     assert not any(hooks)  # a refused construction attaches nothing
+
+
+def test_solver_settings_are_checked_without_solving(resnet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AlignMixup checks its solver options at construction without running a solve (a probe solve cost
+    about 2 s of start-up), and still refuses bad ones there."""
+    import importlib
+
+    ot_align = importlib.import_module("mixkit.ot.align")  # the module (the package's `align` is the function)
+
+    def no_solve(*args, **kwargs):
+        raise AssertionError("AlignMixup.__init__ ran a transport solve")
+
+    monkeypatch.setattr(ot_align, "_transport_plan", no_solve)
+    with create_mixup("alignmixup", model=resnet, num_classes=NUM_CLASSES, solver="numba", eps=0.1, tol=1e-4):
+        pass
+    for bad, match in ((dict(eps=-1.0), "eps must be"), (dict(max_iter=0), "max_iter"), (dict(tol="x"), "tol"),
+                       (dict(solver="sinkhorn"), "unknown OT solver")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            create_mixup("alignmixup", model=resnet, num_classes=NUM_CLASSES, **bad)
 
 
 def test_model_is_required_and_data_parallel_refused(resnet) -> None:
@@ -454,14 +475,14 @@ def test_cuda_bf16_channels_last_training_step(capture) -> None:
         loss.backward()
     m = mixed[0]
     assert m.dtype == torch.bfloat16 and m.is_contiguous(memory_format=torch.channels_last)
-    expected = _hand_align(plain[0].float(), _lam(mix, x).cuda(), mix.last_direction)
+    expected = _hand_align(plain[0].float(), _lam(mix, x).cuda(), mix.last_draw.direction)
     torch.testing.assert_close(m.float(), expected, rtol=0.05, atol=0.05)
 
 
-@pytest.mark.parametrize("name", ["mixup", "cutmix", "mixup_cutmix", "manifold", "alignmixup"])
+@pytest.mark.parametrize("name", list_mixups())
 def test_timm_train_py_mixup_args(resnet, make_batch, name: str) -> None:
-    # The dict timm's train.py builds from its flags (--mixup 2.0 --cutmix 0 for the feature methods).
-    feature = name in ("manifold", "alignmixup")
+    # The dict timm's train.py builds from its flags (--mixup 2.0 --cutmix 0 for the methods that do not cut).
+    feature = not get_mixup_class(name).supports_cutmix
     mixup_args = dict(
         mixup_alpha=2.0 if feature else 0.8, cutmix_alpha=0.0 if feature else 1.0, cutmix_minmax=None, prob=1.0,
         switch_prob=0.5, mode="batch", label_smoothing=0.1, num_classes=NUM_CLASSES,

@@ -12,15 +12,8 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 
 import mixkit
-from mixkit.mix import (
-    AlignMixup,
-    InputMixup,
-    ManifoldMixup,
-    accepted_arguments,
-    create_mixup,
-    list_mixups,
-    register_mixup,
-)
+from mixkit.mix import AlignMixup, InputMixup, ManifoldMixup, create_mixup, list_mixups, register_mixup
+from mixkit.mix.factory import accepted_arguments
 
 NUM_CLASSES = 7
 
@@ -157,3 +150,21 @@ def test_registry_rule_and_argument_check_over_the_class_hierarchy() -> None:
     assert accepted_arguments(lambda model=None, **kw: None) is None  # a factory taking **kwargs: anything goes
     with pytest.raises(ValueError, match=r"does not take input_prob; it takes: .*layers.*mixup_alpha.*pairing"):
         create_mixup("manifold", input_prob=0.5)
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_random_pairing_mixes_with_the_drawn_permutation(mode: str) -> None:
+    """pairing='random' (declared once in the base for every method): sample i mixes with x[partner[i]]."""
+    mix = create_mixup("mixup", mode=mode, pairing="random", num_classes=NUM_CLASSES, label_smoothing=0.0)
+    x, y = _batch()
+    np.random.seed(5)
+    xm, t = mix(x.clone(), y)
+    draw = mix.last_draw
+    perm = torch.from_numpy(draw.partner)
+    assert sorted(perm.tolist()) == list(range(len(y)))
+    lam = torch.as_tensor(draw.lam, dtype=torch.float32).reshape(-1, 1, 1, 1).expand(len(y), 1, 1, 1)
+    torch.testing.assert_close(xm, lam * x + (1 - lam) * x[perm])
+    onehot = torch.nn.functional.one_hot(y, NUM_CLASSES).float()
+    torch.testing.assert_close(t, lam.reshape(-1, 1) * onehot + (1 - lam.reshape(-1, 1)) * onehot[perm])
+    with pytest.raises(ValueError, match="mode 'pair'"):
+        create_mixup("mixup", mode="pair", pairing="random")

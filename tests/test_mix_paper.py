@@ -88,8 +88,8 @@ def test_feature_branch_matches_the_authors_formulas(direction: str, batch_size:
         np.random.seed(batch_size)
         _, target = mix(x, y)
         logits = model(x)
-    perm, lam = mix.last_partner, float(mix.last_lam[0])
-    assert sorted(perm) == list(range(batch_size)) and np.all(mix.last_lam == lam)
+    perm, lam = mix.last_draw.partner, float(mix.last_draw.lam[0])
+    assert sorted(perm) == list(range(batch_size)) and np.all(mix.last_draw.lam == lam)
     with torch.no_grad():
         expected_logits = model[3:](authors_mix(feats, perm, lam, direction))
     torch.testing.assert_close(logits.detach(), expected_logits, rtol=1e-5, atol=1e-5)
@@ -105,7 +105,7 @@ def test_input_branch_uses_the_permutation() -> None:
     with create_mixup("alignmixup_paper", model=model, layers="2", input_prob=1.0, num_classes=NUM_CLASSES) as mix:
         np.random.seed(0)
         x_in, target = mix(x, y)
-    perm, lam = mix.last_partner, float(mix.last_lam[0])
+    perm, lam = mix.last_draw.partner, float(mix.last_draw.lam[0])
     torch.testing.assert_close(x_in, lam * x + (1 - lam) * x[perm], rtol=1e-5, atol=1e-5)
     onehot = F.one_hot(y, NUM_CLASSES).float()
     torch.testing.assert_close(target, lam * onehot + (1 - lam) * onehot[perm])

@@ -21,15 +21,21 @@ import torch
 from torch import nn
 
 from mixkit.mix import (
+    FeatureMixupBase,
     align_mix_features,
     create_mixup,
     feature_points,
     flip_pair_plans,
+    get_mixup_class,
+    list_mixups,
     manifold_mix_features,
 )
+from mixkit.mix.factory import accepted_arguments
 
 NUM_CLASSES = 5
-FEATURE_METHODS = [("manifold", {}), ("alignmixup", dict(input_prob=0.0))]
+# From the registry: the methods that arm hooks (every one a FeatureMixupBase) and all of them.
+METHODS = list_mixups()
+FEATURE_METHODS = [name for name in METHODS if issubclass(get_mixup_class(name), FeatureMixupBase)]
 
 
 class TinyNet(nn.Module):
@@ -58,9 +64,14 @@ def _batch(batch_size: int = 4, size: int = 8, seed: int = 0) -> tuple[torch.Ten
     return torch.randn(batch_size, 3, size, size, generator=g), torch.randint(0, NUM_CLASSES, (batch_size,), generator=g)
 
 
+def _feature_kwargs(method: str) -> dict:
+    """Settings that make a feature method arm a hook on TinyNet's stage every batch."""
+    forced = {"input_prob": 0.0} if "input_prob" in accepted_arguments(get_mixup_class(method)) else {}
+    return {"layers": "stage", **forced}
+
+
 def _create(method: str, model: nn.Module, **kwargs):
-    extra = dict(FEATURE_METHODS)[method]
-    return create_mixup(method, model=model, **{"layers": "stage", "num_classes": NUM_CLASSES, **extra, **kwargs})
+    return create_mixup(method, model=model, **{"num_classes": NUM_CLASSES, **_feature_kwargs(method), **kwargs})
 
 
 def _hand_manifold(model: TinyNet, x: torch.Tensor, lam: np.ndarray) -> torch.Tensor:
@@ -71,7 +82,7 @@ def _hand_manifold(model: TinyNet, x: torch.Tensor, lam: np.ndarray) -> torch.Te
 
 # -- item 10: the mix fires on the first forward with grad enabled, in training mode ----------------
 @pytest.mark.parametrize("grad_off", [torch.no_grad, torch.inference_mode])
-@pytest.mark.parametrize("method", ["manifold", "alignmixup"])
+@pytest.mark.parametrize("method", FEATURE_METHODS)
 def test_forwards_without_grad_do_not_consume_the_mix(tiny, grad_off, method: str) -> None:
     x, y = _batch()
     with torch.no_grad():
@@ -87,10 +98,10 @@ def test_forwards_without_grad_do_not_consume_the_mix(tiny, grad_off, method: st
         assert mix.hooks.num_fired == 1 and mix.hooks.armed is None
         assert not torch.allclose(mixed, plain, atol=1e-4)
         if method == "manifold":
-            torch.testing.assert_close(mixed.detach(), _hand_manifold(tiny, x, mix.last_lam))
+            torch.testing.assert_close(mixed.detach(), _hand_manifold(tiny, x, mix.last_draw.lam))
 
 
-@pytest.mark.parametrize("method", ["manifold", "alignmixup"])
+@pytest.mark.parametrize("method", FEATURE_METHODS)
 def test_rearm_repeats_the_mix_for_a_second_forward(tiny, method: str) -> None:
     # SAM: the second forward (at perturbed weights) must mix with the same lam, pairing and direction.
     x, y = _batch()
@@ -98,13 +109,13 @@ def test_rearm_repeats_the_mix_for_a_second_forward(tiny, method: str) -> None:
         np.random.seed(0)
         mix(x, y)
         first = tiny(x).detach()
-        state = (mix.last_lam.copy(), mix.last_layer, getattr(mix, "last_direction", None))
+        state = (mix.last_draw.lam.copy(), mix.last_draw.layer, mix.last_draw.direction)
         assert torch.allclose(tiny(x).detach(), first) is False  # a later forward alone is plain
         mix.rearm()
         assert mix.hooks.armed == "stage"
         torch.testing.assert_close(tiny(x).detach(), first)  # same weights: the same mixed forward
-        assert (mix.last_lam.copy(), mix.last_layer, getattr(mix, "last_direction", None))[1:] == state[1:]
-        np.testing.assert_array_equal(mix.last_lam, state[0])
+        assert (mix.last_draw.lam.copy(), mix.last_draw.layer, mix.last_draw.direction)[1:] == state[1:]
+        np.testing.assert_array_equal(mix.last_draw.lam, state[0])
         mix.mixup_enabled = False
         mix(x, y)
         mix.rearm()  # nothing was armed by the last call: nothing to re-arm
@@ -264,7 +275,7 @@ def test_channels_last_stages_are_detected(make_batch, capture, name: str) -> No
     f = plain[0]
     assert f.ndim == 4 and f.shape[1] == f.shape[2] != f.shape[3]  # (B, H, W, C)
     assert mix._layouts[layer] == "nhwc"
-    lam = torch.from_numpy(mix.last_lam)
+    lam = torch.from_numpy(mix.last_draw.lam)
     # The same plans (AlignMixup's flip-pair solve) on the points of each reading of the map.
     for layout, same in (("nhwc", True), ("nchw", False)):
         plan = flip_pair_plans(feature_points(f, layout))
@@ -289,7 +300,7 @@ def test_compiled_before_the_hooks_names_compile_and_the_fix(tiny) -> None:
             mix(x, y)
             out = compiled(x)
             assert mix.hooks.num_fired == 1
-            torch.testing.assert_close(out.detach(), _hand_manifold(tiny, x, mix.last_lam))
+            torch.testing.assert_close(out.detach(), _hand_manifold(tiny, x, mix.last_draw.lam))
     finally:
         torch.compiler.reset()
 
@@ -328,7 +339,7 @@ def test_a_compiled_train_step_traced_before_the_hooks_is_named(tiny) -> None:
 
 
 # -- item 14: pickling -----------------------------------------------------------------------------
-@pytest.mark.parametrize("method", ["manifold", "alignmixup"])
+@pytest.mark.parametrize("method", FEATURE_METHODS)
 def test_pickling_is_refused_with_the_fix(tiny, method: str) -> None:
     with _create(method, tiny) as mix:
         for obj in (tiny, mix):
@@ -343,7 +354,7 @@ def test_pickling_is_refused_with_the_fix(tiny, method: str) -> None:
 
 
 # -- item 15: num_classes against the model's output ---------------------------------------------------
-@pytest.mark.parametrize("method", ["manifold", "alignmixup", "mixup", "cutmix"])
+@pytest.mark.parametrize("method", METHODS)
 def test_num_classes_is_checked_at_the_first_forward(method: str) -> None:
     torch.manual_seed(0)
     model = TinyNet()
@@ -351,7 +362,7 @@ def test_num_classes_is_checked_at_the_first_forward(method: str) -> None:
     x, y = _batch()
 
     def make(num_classes):
-        if method in ("mixup", "cutmix"):  # input methods: the model is only given for this check
+        if method not in FEATURE_METHODS:  # input methods: the model is only given for this check
             return create_mixup(method, model=model, num_classes=num_classes)
         return _create(method, model, num_classes=num_classes)
 
@@ -379,10 +390,10 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("method", ["mixup", "cutmix", "manifold", "alignmixup"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("bad", "error", "match"), BAD_INPUTS)
 def test_bad_inputs_are_clear_errors(tiny, method: str, bad, error, match: str) -> None:
-    kwargs = {} if method in ("mixup", "cutmix") else dict(FEATURE_METHODS)[method] | dict(layers="stage")
+    kwargs = _feature_kwargs(method) if method in FEATURE_METHODS else {}
     with create_mixup(method, model=tiny, num_classes=NUM_CLASSES, **kwargs) as mix:
         with pytest.raises(error, match=match):
             mix(*bad(*_batch()))
@@ -391,12 +402,12 @@ def test_bad_inputs_are_clear_errors(tiny, method: str, bad, error, match: str) 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("method", ["mixup", "manifold", "alignmixup"])
+@pytest.mark.parametrize("method", METHODS)
 def test_cuda_mixing_call_has_no_host_sync_and_reports_bad_labels_late(method: str) -> None:
     torch.manual_seed(0)
     model = TinyNet().cuda()
     x, y = (t.cuda() for t in _batch())
-    kwargs = {} if method == "mixup" else dict(FEATURE_METHODS)[method] | dict(layers="stage")
+    kwargs = _feature_kwargs(method) if method in FEATURE_METHODS else {}
     with create_mixup(method, model=model, num_classes=NUM_CLASSES, **kwargs) as mix:
         np.random.seed(0)
         mix(x, y)  # warm-up: CUDA and pinned-memory initialisation may synchronise once

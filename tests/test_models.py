@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import mixkit  # noqa: F401  (registers the models)
-from mixkit.mix import default_feature_layer
+from mixkit.mix.layers import default_feature_layer
 
 
 def _count_blocks(model: nn.Module) -> list[int]:

@@ -109,3 +109,16 @@ def test_align_with_a_given_plan_skips_the_solver():
     torch.testing.assert_close(align(x, y, plan=plan, direction="to_b"), x.mean(1, keepdim=True).expand(2, 4, 3))
     with pytest.raises(ValueError, match="plan must have shape"):
         align(x, y, plan=plan.transpose(1, 2))
+
+
+def test_scaled_plan_projection_is_n_times_the_plan():
+    """projection='scaled_plan' (the AlignMixup authors'): the plan times n, not row-normalised."""
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 5, 3, dtype=torch.float64), torch.randn(2, 5, 3, dtype=torch.float64)
+    plan = transport_plan(a, b, solver="torch")
+    torch.testing.assert_close(align(a, b, plan=plan, projection="scaled_plan"), 5 * plan @ b)
+    torch.testing.assert_close(align(a, b, plan=plan, direction="to_b", projection="scaled_plan"),
+                               5 * plan.transpose(1, 2) @ a)
+    torch.testing.assert_close(align(a, b, plan=plan), (plan / plan.sum(2, keepdim=True)) @ b)
+    with pytest.raises(ValueError, match="projection must be one of"):
+        align(a, b, plan=plan, projection="plan")

@@ -11,16 +11,15 @@ from dispatch_counter import DispatchCounter
 from mixkit.ot import (
     align,
     barycentric_projection,
-    default_check_every,
     get_solver,
     marginal_error,
     normalize_cost,
     sinkhorn_pot,
     sinkhorn_torch,
     squared_euclidean_cost,
-    stage_budgets,
     transport_plan,
 )
+from mixkit.ot.schedule import default_check_every, stage_budgets
 
 
 def points(B=4, n=12, m=10, C=16, seed=0, dtype=torch.float32):

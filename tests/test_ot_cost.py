@@ -5,7 +5,9 @@ import ot
 import pytest
 import torch
 
-from mixkit.ot import cost_scale, normalize_cost, reference_cost, squared_euclidean_cost
+from mixkit.ot import normalize_cost, squared_euclidean_cost
+from mixkit.ot.cost import cost_scale
+from mixkit.ot.reference import reference_cost
 
 
 def test_cost_matches_pot_and_published_broadcast():

@@ -12,7 +12,8 @@ import torch
 from dispatch_counter import DispatchCounter
 
 import mixkit.ot.default_solver as default_solver
-from mixkit.ot import get_solver, guard_state, reset_guard, resolve_solver, sinkhorn_torch, transport_plan
+from mixkit.ot import get_solver, sinkhorn_torch, transport_plan
+from mixkit.ot.default_solver import guard_state, reset_guard, resolve_solver
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
 

@@ -47,7 +47,8 @@ _INTERPRETED = textwrap.dedent("""
                     "err": info.marginal_error, "converged": info.converged})
     # The default solver, forced onto the kernel as on CUDA: first solve of a shape checked, then trusted.
     os.environ["MIXKIT_OT_DEFAULT_SOLVER"] = "triton"
-    from mixkit.ot import guard_state, transport_plan
+    from mixkit.ot import transport_plan
+    from mixkit.ot.default_solver import guard_state
     g = torch.Generator().manual_seed(5)
     a, b = torch.randn(3, 20, 8, generator=g), torch.randn(3, 20, 8, generator=g)
     default_plan, default_info = transport_plan(a, b, return_info=True)

@@ -39,3 +39,11 @@ def test_get_bad_names(name, error, match):
 def test_register_bad_names(name):
     with pytest.raises(TypeError, match="non-empty string"):
         Registry("widget").register(name, 1)
+
+
+def test_unregister_removes_and_names_unknown():
+    reg = Registry("widget")
+    reg.register("a", 1)
+    assert reg.unregister("a") == 1 and "a" not in reg and len(reg) == 0
+    with pytest.raises(ValueError, match="unknown widget 'a'"):
+        reg.unregister("a")

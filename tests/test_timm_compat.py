@@ -31,10 +31,12 @@ from timm.optim import create_optimizer_v2
 from timm.utils import ModelEmaV3
 
 import mixkit
+from mixkit.mix import get_mixup_class, list_mixups
 from mixkit.timm_compat import MixupMethod, create_timm_mixup, is_mixup_method, method_kwargs, mixup_arg
 
 ROOT = Path(__file__).resolve().parents[1]
 PATCH = ROOT / "docs" / "timm_train_py.patch"
+PARTS_PATCH = ROOT / "docs" / "timm_train_py_parts.patch"  # the two more lines for methods with parts
 DOC = ROOT / "docs" / "timm_train_py.md"
 NUM_CLASSES = 4
 IMG = 16
@@ -250,21 +252,21 @@ def check_alignmixup_step(mixup_fn, seen, batch, target, smoothing, fired_before
     raw, labels = batch
     fired = mixup_fn.hooks.num_fired
     if not mixup_fn.mixup_enabled:  # --mixup-off-epoch: smoothed one-hots, input and features untouched
-        assert mixup_fn.last_lam is None and mixup_fn.last_layer is None
+        assert not mixup_fn.last_draw.mixed and mixup_fn.last_draw.layer is None
         torch.testing.assert_close(target, mixup_target(labels, NUM_CLASSES, 1.0, smoothing))
         torch.testing.assert_close(seen["input"], raw, rtol=0, atol=0)
         assert fired == fired_before
         return fired
-    lam_all = mixup_fn.last_lam
+    lam_all = mixup_fn.last_draw.lam
     assert lam_all is not None and np.all(lam_all == lam_all[0])  # mode 'batch': one lam
     lam = float(lam_all[0])
     # Targets: timm's mixup_target, i.e. lam * y + (1 - lam) * y.flip(0), smoothed.
     torch.testing.assert_close(target, mixup_target(labels, NUM_CLASSES, lam, smoothing))
-    if mixup_fn.last_layer == "input":
+    if mixup_fn.last_draw.layer == "input":
         torch.testing.assert_close(seen["input"], lam * raw + (1 - lam) * raw.flip(0))
         assert fired == fired_before
     else:
-        assert mixup_fn.last_layer == "layer4"
+        assert mixup_fn.last_draw.layer == "layer4"
         torch.testing.assert_close(seen["input"], raw, rtol=0, atol=0)  # the model got the batch as loaded
         assert fired == fired_before + 1
         a, mixed = seen["features"], seen["mixed"]
@@ -319,7 +321,7 @@ def test_train_py_loop(image_root, prefetcher, mixup, settings):
         state["steps"] += 1
         if is_method:
             state["fired"] = check_alignmixup_step(mixup_fn, seen, batch, target, args.smoothing, state["fired"])
-            state["feature_steps"] += mixup_fn.last_layer == "layer4"
+            state["feature_steps"] += mixup_fn.last_draw.layer == "layer4"
         elif not (loader.mixup_enabled if prefetcher else mixup_fn.mixup_enabled):
             # timm's own switch-off: smoothed one-hots, whether the collate or Mixup made them.
             on = 1 - args.smoothing + args.smoothing / NUM_CLASSES
@@ -337,7 +339,7 @@ def test_train_py_loop(image_root, prefetcher, mixup, settings):
         # The EMA copy (made after the hooks) never consumes or performs a mix armed on the model.
         mixup_fn.mixup_enabled = True
         mixup_fn(torch.randn(BATCH, 3, IMG, IMG), torch.arange(BATCH) % NUM_CLASSES)
-        if mixup_fn.last_layer == "layer4":
+        if mixup_fn.last_draw.layer == "layer4":
             ema.module.train()
             ema.module(torch.randn(BATCH, 3, IMG, IMG))
             assert mixup_fn.hooks.armed == "layer4"
@@ -360,6 +362,14 @@ def test_docs_show_the_patch_and_it_stays_small():
     import mixkit.timm_compat as timm_compat
 
     assert all(callable(getattr(timm_compat, name)) for name in used)
+    # Methods with parts: two more lines, shown verbatim, and the README names both.
+    parts = PARTS_PATCH.read_text()
+    assert f"```diff\n{parts}```" in DOC.read_text()
+    added = [line[1:].strip() for line in parts.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    assert len(added) == 2 and not [line for line in parts.splitlines()[2:] if line.startswith("-")]
+    assert set(re.findall(r"mixkit\.timm_compat\.(\w+)", parts)) == {"attach_parts", "extra_loss"}
+    readme = (ROOT / "README.md").read_text()
+    assert all(line in readme for line in added)
 
 
 @pytest.mark.slow
@@ -388,3 +398,109 @@ def test_patch_applies_and_trains_upstream_train_py(image_root, tmp_path):
         run_dir = tmp_path / "out" / ("run" + "".join(flags))
         assert "mixup: alignmixup" in (run_dir / "args.yaml").read_text()
         assert (run_dir / "last.pth.tar").is_file()
+    # The two more lines for methods with parts (docs/timm_train_py_parts.patch), with tests/parts_probe.py's
+    # method registered before train.py parses its flags; then a resume from the checkpoint it wrote.
+    applied = subprocess.run(["patch", "-p1", "--forward"], input=PARTS_PATCH.read_text(), cwd=tmp_path,
+                             capture_output=True, text=True)
+    assert applied.returncode == 0 and "offset" not in applied.stdout, applied.stdout + applied.stderr
+    launcher = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); from parts_probe import ProbeMixup; "
+                "from mixkit.mix import register_mixup; register_mixup('probe', ProbeMixup, prob=0.5); "
+                "sys.argv[0] = 'train.py'; runpy.run_path('train.py', run_name='__main__')")
+    common = ["--data-dir", str(image_root), "--val-split", "train", "--device", "cpu", "--model", MODEL,
+              "--num-classes", str(NUM_CLASSES), "--img-size", str(IMG), "-b", str(BATCH), "--workers", "0",
+              "--mixup", "probe", "--no-prefetcher", "--output", str(tmp_path / "out"), "--opt", "sgd", "--lr", "0.01"]
+    for extra in (["--epochs", "1", "--experiment", "parts"],
+                  ["--epochs", "2", "--experiment", "parts-resumed", "--resume",
+                   str(tmp_path / "out" / "parts" / "last.pth.tar")]):
+        run = subprocess.run([sys.executable, "-c", launcher, str(ROOT / "tests"), *common, *extra], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    first = torch.load(tmp_path / "out" / "parts" / "last.pth.tar", map_location="cpu", weights_only=False)
+    second = torch.load(tmp_path / "out" / "parts-resumed" / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert set(first["state_dict"]) == set(new_model().state_dict())  # the classifier only
+    probe_first, probe_second = first["optimizer"]["mixkit_parts"]["probe"], second["optimizer"]["mixkit_parts"]["probe"]
+    assert not torch.equal(probe_first["weight"], probe_second["weight"])  # trained on from the restored probe
+
+
+@pytest.mark.parametrize("name", [n for n in list_mixups() if not get_mixup_class(n).supports_cutmix])
+def test_cutmix_with_a_method_that_does_not_cut_is_one_error_on_both_paths(name):
+    """mixkit-train and users' train.py map --mixup to a mixer by one path, so the same mistake gives the
+    same message on both (alignmixup_paper was missing from mixkit-train's own list)."""
+    from mixkit.train import parse_args, validate_args
+
+    with pytest.raises(ValueError) as ours:
+        validate_args(parse_args(["--mixup", name, "--cutmix", "1.0"]))
+    model = timm.create_model("resnet18", num_classes=10)
+    mixup_args = dict(mixup_alpha=mixup_arg(name), cutmix_alpha=1.0, cutmix_minmax=None, prob=1.0, switch_prob=0.5,
+                      mode="batch", label_smoothing=0.1, num_classes=10)
+    with pytest.raises(ValueError) as theirs:
+        create_timm_mixup(model, mixup_args)
+    assert str(ours.value) == str(theirs.value)
+    assert str(ours.value).startswith(f"--mixup {name}: ") and "--cutmix 0" in str(ours.value)
+    assert not any(m._forward_hooks for m in model.modules())  # refused before any hook is attached
+
+
+def test_a_method_with_parts_takes_two_more_lines_of_train_py(image_root, tmp_path):
+    """The two lines the README adds for methods with parts: attach_parts after create_optimizer_v2 (train.py
+    builds mixup_fn before it; the scheduler and resume_checkpoint then cover the parts) and extra_loss in the
+    loss; timm's own CheckpointSaver and resume_checkpoint save and restore the parts beside the state_dict."""
+    from parts_probe import registered
+    from timm.models import resume_checkpoint
+    from timm.scheduler import create_scheduler_v2
+    from timm.utils import CheckpointSaver
+
+    from mixkit.timm_compat import attach_parts, extra_loss
+
+    with registered():
+        args = parse(["--mixup", "probe", "--no-prefetcher"])
+        args.model = MODEL  # CheckpointSaver records it
+        torch.manual_seed(0)
+        model = new_model()
+        _, collate_fn, mixup_fn = setup_mixup(args, model)
+        optimizer = create_optimizer_v2(model, "sgd", lr=0.05, weight_decay=1e-4)
+        attach_parts(mixup_fn, optimizer)  # added line 1
+        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=2, warmup_epochs=1)
+        probe = mixup_fn.extra_modules()["probe"]
+        grouped = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+        assert grouped[id(probe.weight)] == 1e-4 and grouped[id(probe.bias)] == 0.0  # timm's decay split
+        assert len(scheduler.base_values) == len(optimizer.param_groups)  # the schedule covers the parts
+        before = {k: v.clone() for k, v in probe.state_dict().items()}
+        loader = make_loader(image_root, args, collate_fn)
+        np.random.seed(0)  # noqa: NPY002
+        model.train()
+        for input, target in loader:
+            input, target = mixup_fn(input, target)
+            loss = SoftTargetCrossEntropy()(model(input), target)
+            loss = loss + extra_loss(mixup_fn)  # added line 2
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        trained = {k: v.clone() for k, v in probe.state_dict().items()}
+        assert any(not torch.equal(before[k], trained[k]) for k in before)
+        saver = CheckpointSaver(model=model, optimizer=optimizer, args=args, checkpoint_dir=str(tmp_path),
+                                recovery_dir=str(tmp_path), max_history=1)
+        saver.save_checkpoint(epoch=0, metric=1.0)
+        checkpoint = torch.load(tmp_path / "checkpoint-0.pth.tar", map_location="cpu", weights_only=False)
+        assert set(checkpoint["state_dict"]) == set(model.state_dict())  # the classifier only
+        assert set(checkpoint["optimizer"]["mixkit_parts"]) == {"probe"}
+        mixup_fn.remove()
+
+        torch.manual_seed(1)
+        resumed = new_model()
+        _, _, restored = setup_mixup(parse(["--mixup", "probe", "--no-prefetcher"]), resumed)
+        resumed_optimizer = create_optimizer_v2(resumed, "sgd", lr=0.05, weight_decay=1e-4)
+        attach_parts(restored, resumed_optimizer)
+        resume_checkpoint(resumed, str(tmp_path / "checkpoint-0.pth.tar"), optimizer=resumed_optimizer)
+        for key, value in restored.extra_modules()["probe"].state_dict().items():
+            assert torch.equal(value, trained[key]), key
+        restored.remove()
+        # A checkpoint written without the parts cannot silently resume a method that has them.
+        plain = create_optimizer_v2(new_model(), "sgd", lr=0.05)
+        _, _, fresh = setup_mixup(parse(["--mixup", "probe", "--no-prefetcher"]), new_model())
+        optimizer = create_optimizer_v2(fresh.model, "sgd", lr=0.05)
+        attach_parts(fresh, optimizer)
+        with pytest.raises(ValueError, match="mixkit_parts"):
+            optimizer.load_state_dict(plain.state_dict())
+        fresh.remove()
+    assert extra_loss(None) == 0.0 and extra_loss(Mixup()) == 0.0
+    attach_parts(None, plain)  # a no-op without parts

@@ -10,8 +10,7 @@ import yaml
 from timm.data import Mixup
 
 import mixkit
-from mixkit.train import build_mixup, build_parser, parse_args
-from mixkit.train.engine import _resolve_lr, validate_args
+from mixkit.train import build_mixup, build_parser, parse_args, resolve_lr, validate_args
 
 # Flags the issue names, each with timm train.py's default.
 TIMM_DEFAULTS = {
@@ -55,11 +54,10 @@ def test_help_explains_every_flag():
 def test_lr_base_scaling_matches_timm_rule():
     # timm: lr = lr_base * global_batch / lr_base_size (linear), sqrt for adaptive optimisers.
     args = parse_args(["-b", "64", "--grad-accum-steps", "2"])
-    _resolve_lr(args, world_size=4)
-    assert args.lr == pytest.approx(0.1 * 512 / 256)
+    assert resolve_lr(args, world_size=4) == pytest.approx(0.1 * 512 / 256)
+    assert args.lr is None  # resolved, not written back into the parsed arguments
     args = parse_args(["-b", "64", "--opt", "adamw", "--lr-base", "0.001"])
-    _resolve_lr(args, world_size=1)
-    assert args.lr == pytest.approx(0.001 * (64 / 256) ** 0.5)
+    assert resolve_lr(args, world_size=1) == pytest.approx(0.001 * (64 / 256) ** 0.5)
 
 
 def test_float_mixup_builds_timm_mixup_with_that_alpha():
@@ -135,3 +133,64 @@ def test_recipe_defaults_sit_below_config_and_command_line(tmp_path):
     cfg.write_text("lr: 0.3\n")
     args = parse_args(["-c", str(cfg), "--epochs", "2"], defaults={"lr": 0.1, "epochs": 5, "opt": "momentum"})
     assert (args.lr, args.epochs, args.opt) == (0.3, 2, "momentum")
+
+
+class _RecordingNamespace(argparse.Namespace):
+    """Records every attribute the engine reads (``vars(args)``, e.g. for args.yaml, reads none)."""
+
+    def __getattribute__(self, name):
+        if not name.startswith("_"):
+            object.__getattribute__(self, "__dict__").setdefault("_read", set()).add(name)
+        return super().__getattribute__(name)
+
+
+@pytest.mark.slow
+def test_every_flag_the_parser_accepts_is_read_by_the_engine(tmp_path):
+    """No flag is accepted and ignored: one short run reads every parser destination (``--config`` is
+    consumed by the parser itself). The flags that switch a branch on are given so their options count."""
+    from train_fixtures import make_image_folder, tiny_args
+
+    from mixkit.train import train
+
+    data = make_image_folder(tmp_path / "data", classes=2, train_per_class=4, val_per_class=2)
+    argv = tiny_args(data, tmp_path, "--mixup", "alignmixup", "--model-ema", "--clip-grad", "5",
+                     "--opt-kwargs", "nesterov=False")
+    i = argv.index("--lr")
+    argv = argv[:i] + argv[i + 2:]  # the lr-base flags are read only when --lr is not given
+    args = _RecordingNamespace(**vars(parse_args(argv)))
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    try:
+        train(args)
+    finally:
+        AcceleratorState._reset_state(True)
+    dests = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    unread = dests - vars(args)["_read"] - {"config"}
+    assert not unread, f"flags accepted but never read: {sorted(unread)}"
+
+
+def test_opt_kwargs_reach_the_optimizer(tmp_path, monkeypatch):
+    """--opt-kwargs is passed to timm's create_optimizer_v2 (as timm's train.py does); it was dropped."""
+    import timm.optim
+    from accelerate.state import AcceleratorState
+    from train_fixtures import make_image_folder, tiny_args
+
+    from mixkit.train import train
+
+    data = make_image_folder(tmp_path / "data", classes=2, train_per_class=4, val_per_class=2)
+    built = []
+    real = timm.optim.create_optimizer_v2
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(timm.optim, "create_optimizer_v2", spy)
+    AcceleratorState._reset_state(True)
+    try:
+        train(parse_args(tiny_args(data, tmp_path, "--opt", "momentum", "--opt-kwargs", "dampening=0.25")))
+    finally:
+        AcceleratorState._reset_state(True)
+    assert [g["dampening"] for g in built[0].param_groups] == [0.25, 0.25]
+    assert yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())["opt_kwargs"] == {"dampening": 0.25}

@@ -10,6 +10,8 @@ import yaml
 from train_fixtures import make_image_folder, tiny_args, train_in_process
 
 from mixkit.data import create_loader
+from mixkit.mix import get_mixup_class, list_mixups
+from mixkit.mix.factory import accepted_arguments
 from mixkit.rundir import create_model_from_run
 
 
@@ -18,13 +20,14 @@ def data(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("data"))
 
 
-METHODS = {
-    "none": [],
-    "timm-mixup-0.8": ["--mixup", "0.8"],
-    "mixup_cutmix": ["--mixup", "mixup_cutmix"],  # mixkit's input methods (timm's mixup/CutMix switch)
-    "manifold": ["--mixup", "manifold"],
-    "alignmixup": ["--mixup", "alignmixup", "--mixup-kwargs", "input_prob=0.0"],  # feature branch every batch
-}
+def _method_flags(name: str) -> list[str]:
+    # Methods with an input-mixup branch (AlignMixup's input_prob) take their feature branch every batch.
+    forced = "input_prob" in accepted_arguments(get_mixup_class(name))
+    return ["--mixup", name, *(["--mixup-kwargs", "input_prob=0.0"] if forced else [])]
+
+
+# No mixing, timm's own Mixup for a number, and every registered method by name.
+METHODS = {"none": [], "timm-mixup-0.8": ["--mixup", "0.8"], **{name: _method_flags(name) for name in list_mixups()}}
 
 
 @pytest.mark.slow

@@ -109,3 +109,20 @@ def test_carried_patches_follow_the_plan():
     mean_patch = image.reshape(1, 4, 7, 4, 7).mean(dim=(1, 3))
     torch.testing.assert_close(uniform[:, :7, :7], mean_patch)
     torch.testing.assert_close(uniform[:, 21:, 14:21], mean_patch)
+
+
+def test_the_function_and_the_cli_default_to_alignmixups_solver():
+    """align_images and `mixkit viz` draw the plan AlignMixup computes: the 'default' solver (the function
+    defaulted to 'torch' while the CLI used 'default')."""
+    import argparse
+    import inspect
+
+    from mixkit.mix import AlignMixup
+    from mixkit.viz import add_parser, align_images
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_parser(sub)
+    cli_default = sub.choices["viz"].get_default("solver")
+    function_default = inspect.signature(align_images).parameters["solver"].default
+    method_default = inspect.signature(AlignMixup.__init__).parameters["solver"].default
+    assert cli_default == function_default == method_default == "default"

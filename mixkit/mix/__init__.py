@@ -1,54 +1,46 @@
-"""Mixing methods behind timm's Mixup interface: mixup, CutMix, Manifold Mixup and AlignMixup.
+"""Mixing methods behind timm's Mixup interface: mixup, CutMix, Manifold Mixup and AlignMixup, by name.
 
 ``mixup_fn = create_mixup(name, model=model, **kwargs)``; ``x, target = mixup_fn(x, target)``; every
 mixing function is a context manager (``with create_mixup(...) as mix:`` removes its hooks at the end).
+The method contract is ``MixupBase`` (``base.py``); docs/mixing.md says how to add a method. Internals
+(layer resolution, hooks, checks) stay importable from their modules.
 """
 
-from .alignmixup import PROJECTIONS, AlignMixup, align_mix_features, feature_points, flip_pair_plans
-from .context import MixupContext
-from .factory import accepted_arguments, create_mixup, list_mixups, mixup_preset, register_mixup
-from .feature_mix import PAIRINGS, FeatureMixupBase, mix_inputs
-from .hooks import FeatureMixHooks
-from .input_mix import InputMixup
-from .layers import (
-    default_feature_layer,
-    feature_info_entries,
-    feature_info_names,
-    infer_map_layout,
-    resolve_layer,
-    resolve_layers,
-    unwrap_model,
+from .alignmixup import AlignMixup, align_mix_features, feature_points, flip_pair_plans
+from .base import PAIRINGS, Draw, MixupBase
+from .factory import (
+    create_mixup,
+    get_mixup_class,
+    list_mixups,
+    mixup_preset,
+    register_mixup,
+    unregister_mixup,
 )
-from .manifold import ManifoldMixup, default_manifold_layers, manifold_mix_features
-from .targets import LabelRangeCheck, soft_targets
+from .feature_mix import FeatureMixupBase
+from .input_mix import InputMixup
+from .manifold import ManifoldMixup, manifold_mix_features
+from .saliency import input_gradient
+from .targets import mix_inputs, soft_targets
 
 __all__ = [
     "PAIRINGS",
-    "PROJECTIONS",
     "AlignMixup",
-    "FeatureMixHooks",
+    "Draw",
     "FeatureMixupBase",
     "InputMixup",
-    "LabelRangeCheck",
     "ManifoldMixup",
-    "MixupContext",
-    "accepted_arguments",
+    "MixupBase",
     "align_mix_features",
     "create_mixup",
-    "default_feature_layer",
-    "default_manifold_layers",
-    "feature_info_entries",
-    "feature_info_names",
     "feature_points",
     "flip_pair_plans",
-    "infer_map_layout",
+    "get_mixup_class",
+    "input_gradient",
     "list_mixups",
     "manifold_mix_features",
     "mix_inputs",
     "mixup_preset",
     "register_mixup",
-    "resolve_layer",
-    "resolve_layers",
     "soft_targets",
-    "unwrap_model",
+    "unregister_mixup",
 ]

@@ -19,22 +19,25 @@ plainly with the same lam.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ..ot import barycentric_projection, check_plan, transport_plan
-from .feature_mix import FeatureMixupBase, lam_weights, rand, randint
+from ..ot import check_plan, get_solver, transport_plan
+from ..ot.align import DIRECTIONS, PROJECTIONS, _project
+from .base import Draw
+from .checks import check_choice
+from .feature_mix import FeatureMixupBase
 from .hooks import MixFn, check_feature_output
 from .layers import INPUT, default_feature_layer, infer_map_layout
-from .targets import check_choice, pair_with
+from .rng import rand, randint
+from .targets import lam_weights, pair_with
 
-__all__ = ["PROJECTIONS", "AlignMixup", "align_mix_features", "feature_points", "flip_pair_plans"]
+__all__ = ["AlignMixup", "align_mix_features", "feature_points", "flip_pair_plans"]
 
-_DIRECTIONS = ("to_a", "to_b")
 _LAYOUTS = ("nchw", "nhwc", "nlc")
-PROJECTIONS = ("barycentric", "scaled_plan")
 
 
 def feature_points(a: torch.Tensor, layout: str = "nchw", num_prefix_tokens: int = 0) -> torch.Tensor:
@@ -91,18 +94,6 @@ def flip_pair_plans(
     return torch.cat([half, half[: batch - solved].flip(0).transpose(1, 2)])
 
 
-def _project(plan: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor, direction: str, projection: str) -> torch.Tensor:
-    """The moving set carried onto the kept set's positions, in the plan's precision (fp32 under autocast)."""
-    with torch.autocast(device_type=pa.device.type, enabled=False):
-        weights = plan if direction == "to_a" else plan.transpose(1, 2)
-        moving = (pb if direction == "to_a" else pa).to(plan.dtype)
-        if projection == "barycentric":
-            aligned = barycentric_projection.unchecked(weights, moving)  # the callers checked the plan
-        else:  # the authors': the plan times the number of positions, rows not normalised
-            aligned = torch.bmm(weights * pa.shape[1], moving)
-    return aligned.to(pa.dtype)
-
-
 def align_mix_features(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -143,7 +134,7 @@ def align_mix_features(
         The mix, with ``a``'s shape, dtype and memory format. Gradients flow into both ``a`` and ``b``;
         the transport plan is detached, as in the paper.
     """
-    check_choice("direction", direction, _DIRECTIONS)
+    check_choice("direction", direction, DIRECTIONS)
     check_choice("layout", layout, _LAYOUTS)
     check_choice("projection", projection, PROJECTIONS)
     if a.shape != b.shape:
@@ -169,7 +160,7 @@ def _mix_aligned(a: torch.Tensor, b: torch.Tensor, pa: torch.Tensor, pb: torch.T
                  plan: torch.Tensor, direction: str, layout: str, prefix: int, projection: str) -> torch.Tensor:
     # align_mix_features below its checks: AlignMixup's hook calls it every step with its own plans and
     # validated settings (a plan scan here would cost a host sync per step on CUDA-like paths).
-    aligned = _project(plan, pa, pb, direction, projection)
+    aligned = _project(plan, pa, pb, direction, projection)  # mixkit.ot's one alignment implementation
     w = lam_weights(lam, pa)
     mixed = pa * w + aligned * (1 - w) if direction == "to_a" else aligned * w + pb * (1 - w)
     if prefix:
@@ -231,21 +222,20 @@ class AlignMixup(FeatureMixupBase):
         # Checked before the base attaches hooks, so a bad argument leaves the model untouched.
         if not 0.0 <= input_prob <= 1.0:
             raise ValueError(f"input_prob must be in [0, 1], got {input_prob!r}")
-        check_choice("direction", direction, ("random", *_DIRECTIONS))
+        check_choice("direction", direction, ("random", *DIRECTIONS))
         check_choice("feature_layout", feature_layout, ("auto", *_LAYOUTS))
         check_choice("projection", projection, PROJECTIONS)
         if num_prefix_tokens is not None and num_prefix_tokens < 0:
             raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
-        # A solver name or setting the OT module rejects fails here, not at the first training step.
-        probe = torch.rand(2, 3, 2)
-        transport_plan(probe[:1], probe[1:], solver=solver, eps=eps, max_iter=max_iter, tol=tol)
+        # A solver name or setting the OT module rejects fails here, not at the first training step (checked
+        # without solving: a probe solve cost about 2 s of start-up).
+        get_solver(solver).resolve_args(eps, max_iter, tol)
         super().__init__(**kwargs)
         if num_prefix_tokens is None:
-            num_prefix_tokens = int(getattr(self.hooks.model, "num_prefix_tokens", 0) or 0)
+            num_prefix_tokens = int(getattr(self.model, "num_prefix_tokens", 0) or 0)
         self.input_prob, self.direction, self.projection = input_prob, direction, projection
         self.solver, self.eps, self.max_iter, self.tol = solver, eps, max_iter, tol
         self.num_prefix_tokens, self.feature_layout = num_prefix_tokens, feature_layout
-        self.last_direction: str | None = None
         self._layouts: dict[str, str] = {}
 
     def _default_layers(self, model: nn.Module) -> str:
@@ -255,17 +245,13 @@ class AlignMixup(FeatureMixupBase):
         if INPUT in layers:
             raise ValueError("'input' is not an AlignMixup layer: the input branch is controlled by input_prob")
 
-    def _choose_layer(self) -> str:
+    def _draw_site(self, draw: Draw) -> Draw:
         # Same draw order as the authors' code: input-vs-feature first, then (feature branch) direction.
         if rand() < self.input_prob:
-            self.last_direction = None
-            return INPUT
-        layer = super()._choose_layer()
-        if self.direction == "random":
-            self.last_direction = _DIRECTIONS[randint(2)]
-        else:
-            self.last_direction = self.direction
-        return layer
+            return dataclasses.replace(draw, layer=INPUT, branch="input")
+        draw = super()._draw_site(draw)
+        direction = DIRECTIONS[randint(2)] if self.direction == "random" else self.direction
+        return dataclasses.replace(draw, direction=direction)
 
     def _layout(self, layer: str, output: torch.Tensor) -> str:
         if self.feature_layout != "auto":
@@ -273,7 +259,7 @@ class AlignMixup(FeatureMixupBase):
         if output.ndim == 3:
             return "nlc"
         if layer not in self._layouts:
-            self._layouts[layer] = infer_map_layout(self.hooks.model, layer, output.shape)
+            self._layouts[layer] = infer_map_layout(self.model, layer, output.shape)
         return self._layouts[layer]
 
     def _plans(self, points: torch.Tensor, partner: torch.Tensor | None) -> torch.Tensor:
@@ -284,8 +270,8 @@ class AlignMixup(FeatureMixupBase):
         with torch.no_grad():
             return transport_plan(points, pair_with(points, partner), **kwargs)
 
-    def _make_mix_fn(self, layer: str, lam: torch.Tensor, partner: torch.Tensor | None, batch_size: int) -> MixFn:
-        direction = self.last_direction or "to_a"
+    def _make_mix_fn(self, draw: Draw, lam: torch.Tensor, partner: torch.Tensor | None, batch_size: int) -> MixFn:
+        layer, direction = draw.layer, draw.direction
         cache: dict[str, torch.Tensor] = {}
 
         def mix(output: torch.Tensor) -> torch.Tensor:

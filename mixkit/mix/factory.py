@@ -3,10 +3,14 @@
 Every method takes timm's Mixup arguments (mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob,
 mode, correct_lam, label_smoothing, num_classes, multi_label), so timm's train.py can swap
 ``Mixup(**mixup_args)`` for ``create_mixup(name, model=model, **mixup_args)``.
+
+Adding a method is one registration line below: a name, the class as ``"module:Class"`` (imported on first
+use, so a method with heavy dependencies costs nothing until it is asked for) and its preset defaults.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,28 +19,33 @@ from typing import Any
 from torch import nn
 
 from ..registry import Registry
-from .alignmixup import AlignMixup
-from .input_mix import InputMixup
-from .manifold import ManifoldMixup
 
-__all__ = ["accepted_arguments", "create_mixup", "list_mixups", "mixup_preset", "register_mixup"]
+__all__ = ["accepted_arguments", "check_mixup_arguments", "create_mixup", "get_mixup_class", "list_mixups", "mixup_preset",
+           "register_mixup", "unregister_mixup"]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Entry:
-    cls: Callable[..., Any]
+    target: str | Callable[..., Any]  # the class, or "package.module:Class" until first use
     defaults: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self) -> Callable[..., Any]:
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            self.target = getattr(importlib.import_module(module), attr)
+        return self.target
 
 
 _MIXUPS: Registry[_Entry] = Registry("mixup method")
 
 
-def register_mixup(name: str, cls: Callable[..., Any], *, overwrite: bool = False, **defaults: Any) -> None:
+def register_mixup(name: str, cls: str | Callable[..., Any], *, overwrite: bool = False, **defaults: Any) -> None:
     """Registers a mixing method under ``name``.
 
     Args:
         name: Lookup name for create_mixup.
-        cls: Class (or factory) taking keyword arguments, ``model`` among them.
+        cls: Class (or factory) taking keyword arguments, ``model`` among them; or its import path
+            ``"package.module:Class"``, imported on first use.
         overwrite: Replace an entry of the same name instead of raising.
         **defaults: Keyword defaults of this name, overridable by create_mixup's kwargs.
 
@@ -46,9 +55,19 @@ def register_mixup(name: str, cls: Callable[..., Any], *, overwrite: bool = Fals
     _MIXUPS.register(name, _Entry(cls, dict(defaults)), overwrite=overwrite)
 
 
+def unregister_mixup(name: str) -> None:
+    """Removes a registered method (for plug-ins and tests that registered one temporarily)."""
+    _MIXUPS.unregister(name)
+
+
 def list_mixups() -> list[str]:
     """Names create_mixup accepts."""
     return _MIXUPS.list()
+
+
+def get_mixup_class(name: str) -> Callable[..., Any]:
+    """The class (or factory) registered as ``name``."""
+    return _MIXUPS.get(name).resolve()
 
 
 def mixup_preset(name: str) -> dict[str, Any]:
@@ -77,6 +96,21 @@ def accepted_arguments(cls: Callable[..., Any]) -> set[str] | None:
     return names
 
 
+def check_mixup_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuses names the method ``name`` does not take, before anything is built.
+
+    Raises:
+        ValueError: Unknown method, or an argument it does not take (the message lists those it does).
+    """
+    accepted = accepted_arguments(get_mixup_class(name))
+    if accepted is None:
+        return
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        names = ", ".join(sorted(accepted - {"model"}))
+        raise ValueError(f"create_mixup({name!r}) does not take {', '.join(unknown)}; it takes: {names}")
+
+
 def create_mixup(name: str, *, model: nn.Module | None = None, **kwargs: Any) -> Any:
     """Creates a mixing function with timm's Mixup call contract: ``x, target = mixup_fn(x, target)``.
 
@@ -84,9 +118,9 @@ def create_mixup(name: str, *, model: nn.Module | None = None, **kwargs: Any) ->
     off the model at the end of the block (``mix.remove()`` does the same).
 
     Args:
-        name: 'mixup', 'cutmix', 'mixup_cutmix' (timm's Mixup), 'manifold', 'alignmixup' or
-            'alignmixup_paper' (see ``list_mixups()``).
-        model: The model; required by the feature-space methods, checked against ``num_classes`` by all.
+        name: A registered method (``list_mixups()``): 'mixup', 'cutmix', 'mixup_cutmix' (timm's Mixup),
+            'manifold', 'alignmixup', 'alignmixup_paper', ...
+        model: The model; required by the methods that mix inside it, checked against ``num_classes`` by all.
         **kwargs: Constructor arguments of the method (timm's Mixup names, plus the method's own).
 
     Returns:
@@ -95,27 +129,20 @@ def create_mixup(name: str, *, model: nn.Module | None = None, **kwargs: Any) ->
     Raises:
         ValueError: Unknown name, or an argument the method does not take (the message lists those it does).
     """
+    check_mixup_arguments(name, kwargs)
     entry = _MIXUPS.get(name)
-    accepted = accepted_arguments(entry.cls)
-    if accepted is not None:
-        unknown = sorted(set(kwargs) - accepted)
-        if unknown:
-            names = ", ".join(sorted(accepted - {"model"}))
-            raise ValueError(f"create_mixup({name!r}) does not take {', '.join(unknown)}; it takes: {names}")
-    return entry.cls(model=model, **{**entry.defaults, **kwargs})
+    return entry.resolve()(model=model, **{**entry.defaults, **kwargs})
 
 
-# Presets. "mixup_cutmix" uses the DeiT / timm ImageNet recipe values (mixup 0.8, CutMix 1.0).
-register_mixup("mixup", InputMixup, mixup_alpha=1.0, cutmix_alpha=0.0)
-register_mixup("cutmix", InputMixup, mixup_alpha=0.0, cutmix_alpha=1.0)
-register_mixup("mixup_cutmix", InputMixup, mixup_alpha=0.8, cutmix_alpha=1.0)
-register_mixup("manifold", ManifoldMixup)
-register_mixup("alignmixup", AlignMixup)
+# The methods. "mixup_cutmix" uses the DeiT / timm ImageNet recipe values (mixup 0.8, CutMix 1.0).
+register_mixup("mixup", "mixkit.mix.input_mix:InputMixup", mixup_alpha=1.0, cutmix_alpha=0.0)
+register_mixup("cutmix", "mixkit.mix.input_mix:InputMixup", mixup_alpha=0.0, cutmix_alpha=1.0)
+register_mixup("mixup_cutmix", "mixkit.mix.input_mix:InputMixup", mixup_alpha=0.8, cutmix_alpha=1.0)
+register_mixup("manifold", "mixkit.mix.manifold:ManifoldMixup")
+register_mixup("alignmixup", "mixkit.mix.alignmixup:AlignMixup")
 # The authors' behaviour (shashankvkt/AlignMixup_CVPR22), difference by difference: their solver (raw
 # squared distances, eps 0.1, at most 100 log-domain iterations; every pair solved), their projection
 # (plan times n, rows not normalised), their loss (no label smoothing) and their pairing (a random
 # permutation per batch). docs/mixing.md says why mixkit's default differs in each.
-register_mixup(
-    "alignmixup_paper", AlignMixup, solver="reference", projection="scaled_plan", label_smoothing=0.0,
-    pairing="random",
-)
+register_mixup("alignmixup_paper", "mixkit.mix.alignmixup:AlignMixup", solver="reference",
+               projection="scaled_plan", label_smoothing=0.0, pairing="random")

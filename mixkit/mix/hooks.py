@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checks import check_output_classes
 from .layers import INPUT, get_layer, unwrap_model
-from .targets import check_output_classes
 
-__all__ = ["FeatureMixHooks", "MixFn", "check_feature_output"]
+__all__ = ["FeatureMixHooks", "MethodHook", "MixFn", "check_feature_output"]
 
 MixFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -105,6 +105,27 @@ class _Hook:
         raise TypeError(PICKLE_ERROR)
 
 
+class MethodHook:
+    """A forward hook a method keeps on one module for its own use (capturing features for an extra loss),
+    under the same rules as the mixing hooks: deep copies of the model (an EMA) share it and are ignored by
+    it, pickling the model is refused while it is attached, and after ``remove()`` it is inert.
+
+    Args:
+        module: The module (of the unwrapped model) to hook.
+        fn: ``fn(module, args, output)``; its return value replaces the output unless None.
+        prepend: Run before the module's other forward hooks (a mixing hook among them), so ``fn`` sees the
+            module's own, unmixed output.
+    """
+
+    def __init__(self, module: nn.Module, fn: Callable[[nn.Module, Any, Any], Any], *, prepend: bool = False) -> None:
+        self._hook = _Hook(lambda m, args, output: fn(m, args, output) if m is module else None)
+        self._handle = module.register_forward_hook(self._hook, prepend=prepend)
+
+    def remove(self) -> None:
+        self._handle.remove()
+        self._hook.fn = None
+
+
 def check_feature_output(layer: str, output: Any, batch_size: int, ndims: Sequence[int]) -> torch.Tensor:
     """Checks that a hooked layer produced a batched tensor of an accepted rank.
 
@@ -152,11 +173,6 @@ class FeatureMixHooks:
     """
 
     def __init__(self, *, model: nn.Module, layers: Sequence[str], num_classes: int | None = None) -> None:
-        if type(model).__name__ == "DataParallel":
-            raise TypeError(
-                "nn.DataParallel splits the batch across replicas running in threads, so the flip(0) pairing "
-                "and the one-shot hook would act per replica; use DistributedDataParallel (one process per device)"
-            )
         self.model = unwrap_model(model)
         self.layers = tuple(name for name in layers if name != INPUT)
         self.num_classes = num_classes

@@ -1,135 +1,102 @@
-"""Input-space mixup and CutMix: timm's ``timm.data.Mixup``, reused as it is.
+"""Input-space mixup and CutMix with timm's ``timm.data.Mixup`` semantics, on mixkit's method contract.
 
-``InputMixup`` subclasses timm's Mixup and only adds what timm leaves out: argument and target checks
-with readable errors, and odd batch sizes. For even batches the output is exactly timm's (same random
-draws, same in-place edits of ``x``), which the tests assert under one seed.
+``InputMixup`` draws exactly what timm's Mixup draws, in timm's order, from NumPy's global generator, and
+mixes with the same arithmetic, so for even batches with the flip pairing its output is timm's to the bit
+(the tests compare under one seed). The CutMix boxes come from timm's own ``cutmix_bbox_and_lam``. What it
+adds: the draw as one value (``last_draw``), argument and target checks with readable errors, odd batch
+sizes, and mixkit's ``pairing='random'``. It is a subclass of timm's Mixup, so code that checks for one (or
+reads timm's attribute names) accepts it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+import numpy as np
 import torch
 from timm.data import Mixup
-from torch import nn
+from timm.data.mixup import cutmix_bbox_and_lam
 
-from .context import MixupContext
-from .targets import (
-    LabelRangeCheck,
-    check_batch,
-    check_config,
-    check_targets,
-    soft_targets,
-    watch_model_classes,
-)
+from .base import Draw, MixupBase
+from .targets import Lam, pair_with
 
 __all__ = ["InputMixup"]
 
 
-class InputMixup(Mixup, MixupContext):
-    """timm's Mixup / CutMix with checks and odd-batch support.
+class InputMixup(MixupBase, Mixup):
+    """timm's Mixup / CutMix with checks, odd batches and a random pairing option.
 
-    Pairing is timm's: sample ``i`` mixes with ``B - 1 - i`` (``x.flip(0)``). timm asserts an even batch;
-    here an odd batch is accepted and its middle sample pairs with itself, so it stays unmixed (its
-    target stays its own smoothed one-hot). A batch of one is therefore returned unmixed.
+    Pairing 'flip' is timm's: sample ``i`` mixes with ``B - 1 - i`` (``x.flip(0)``). timm asserts an even
+    batch; here an odd batch is accepted: in 'batch' and 'elem' modes its middle sample mixes with itself
+    (so its image and target stay its own), in 'pair' mode it is left alone. Like timm's, the call mixes
+    ``x`` in place and returns it.
 
-    Like timm's, the call mixes ``x`` in place and returns it. The targets are timm's values
-    (``soft_targets``), built without a device-side assert for bad labels, whose range is checked without
-    a host sync on CUDA (``LabelRangeCheck``).
-
-    Args:
-        mixup_alpha: Beta(alpha, alpha) parameter of mixup; mixup is active if > 0.
-        cutmix_alpha: Beta parameter of CutMix; CutMix is active if > 0.
-        cutmix_minmax: CutMix box size range as fractions of the image side; overrides cutmix_alpha.
-        prob: Probability of mixing a batch (or element, in 'pair' / 'elem' modes).
-        switch_prob: Probability of CutMix instead of mixup when both are active.
-        mode: 'batch' (one lam per batch), 'pair' (per pair of elements) or 'elem' (per element).
-        correct_lam: Correct lam by the clipped CutMix box area.
-        label_smoothing: Label smoothing of the soft targets.
-        num_classes: Number of classes of the targets.
-        multi_label: Targets are dense (B, num_classes) multi-label vectors (timm's multi_label).
-        model: Optional; only used to check ``num_classes``: against its ``num_classes`` attribute (timm
-            models), else against its output at its first training forward.
+    Its arguments are ``MixupBase``'s (timm's Mixup arguments, ``pairing`` and ``model``); ``mixup_alpha``
+    defaults to 1.0 as in timm.
     """
 
-    def __init__(
-        self,
-        *,
-        mixup_alpha: float = 1.0,
-        cutmix_alpha: float = 0.0,
-        cutmix_minmax: Sequence[float] | None = None,
-        prob: float = 1.0,
-        switch_prob: float = 0.5,
-        mode: str = "batch",
-        correct_lam: bool = True,
-        label_smoothing: float = 0.1,
-        num_classes: int = 1000,
-        multi_label: bool = False,
-        model: nn.Module | None = None,
-    ) -> None:
-        check_config(num_classes=num_classes, label_smoothing=label_smoothing, prob=prob, mode=mode)
-        # A model that does not say its class count is checked at its first training forward.
-        self.class_check = watch_model_classes(model, num_classes)
-        if mixup_alpha < 0 or cutmix_alpha < 0:
-            raise ValueError(f"mixup_alpha and cutmix_alpha must be >= 0, got {mixup_alpha} and {cutmix_alpha}")
-        if cutmix_minmax is not None:
-            if len(cutmix_minmax) != 2 or not 0.0 < cutmix_minmax[0] < cutmix_minmax[1] <= 1.0:
-                raise ValueError(
-                    f"cutmix_minmax must be (min, max) fractions with 0 < min < max <= 1, got {cutmix_minmax!r}"
-                )
-        elif mixup_alpha == 0 and cutmix_alpha == 0:
-            raise ValueError("nothing to mix: set mixup_alpha > 0, cutmix_alpha > 0 or cutmix_minmax")
-        if not 0.0 <= switch_prob <= 1.0:
-            raise ValueError(f"switch_prob must be in [0, 1], got {switch_prob!r}")
-        kwargs = dict(
-            mixup_alpha=mixup_alpha,
-            cutmix_alpha=cutmix_alpha,
-            cutmix_minmax=cutmix_minmax,
-            prob=prob,
-            switch_prob=switch_prob,
-            mode=mode,
-            correct_lam=correct_lam,
-            label_smoothing=label_smoothing,
-            num_classes=num_classes,
-        )
-        if multi_label:  # keyword only when used: older timm releases lack it
-            kwargs["multi_label"] = True
-        super().__init__(**kwargs)
-        self.multi_label = multi_label
-        self.check_labels = LabelRangeCheck(num_classes)
+    method = "input mixup"
 
-    def remove(self) -> None:
-        """Takes the one-shot class-count check off the model, if it is still there."""
-        if self.class_check is not None:
-            self.class_check.handle.remove()
+    def draw(self, x: torch.Tensor) -> Draw:
+        batch_size = x.shape[0]
+        if self.mode == "batch":
+            lam, use_cutmix = self._draw_lam(None)
+            if lam == 1.0:
+                return Draw()
+            partner = self._draw_partner(batch_size)
+            if not use_cutmix:
+                return Draw(lam=lam, partner=partner, branch="input", layer="input")
+            box, lam = cutmix_bbox_and_lam(x.shape, lam, ratio_minmax=self.cutmix_minmax, correct_lam=self.correct_lam)
+            return Draw(lam=float(lam), partner=partner, branch="input", layer="input",
+                        cut=np.ones(batch_size, dtype=bool), boxes=np.tile(np.asarray(box, dtype=np.int64), (batch_size, 1)))
+        pair = self.mode == "pair"
+        lam, cut = self._draw_lam(batch_size // 2 if pair else batch_size)
+        partner = self._draw_partner(batch_size)
+        boxes = np.zeros((len(lam), 4), dtype=np.int64)
+        for i in np.flatnonzero((lam != 1.0) & cut):  # timm draws the boxes in sample order, after the lams
+            box, lam[i] = cutmix_bbox_and_lam(x[0].shape, lam[i], ratio_minmax=self.cutmix_minmax,
+                                              correct_lam=self.correct_lam)
+            boxes[i] = box
+        if pair:  # both members of a pair share lam and box; the middle of an odd batch is left alone
+            middle = batch_size % 2
+            lam = np.concatenate([lam, np.ones(middle, dtype=np.float32), lam[::-1]])
+            cut = np.concatenate([cut, np.zeros(middle, dtype=bool), cut[::-1]])
+            boxes = np.concatenate([boxes, np.zeros((middle, 4), dtype=np.int64), boxes[::-1]])
+        if np.all(lam == 1.0):
+            return Draw(lam=lam)
+        return Draw(lam=lam, partner=partner, branch="input", layer="input", cut=cut if cut.any() else None,
+                    boxes=boxes if cut.any() else None)
 
-    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mixes a batch.
-
-        Args:
-            x: (B, C, H, W) float images.
-            target: (B,) integer class indices.
-
-        Returns:
-            The mixed ``x`` (the same tensor, edited in place) and (B, num_classes) soft targets.
-        """
-        batch_size = check_batch(x)
-        check_targets(target, batch_size, self.num_classes, self.multi_label)
-        if not self.multi_label:
-            self.check_labels(target)
-        # timm's per-mode mixing with the flip(0) pairing (timm's own __call__ for even batches does the
-        # same); in an odd batch the middle sample meets itself.
-        if self.mode == "elem":
-            lam = self._mix_elem(x)
-        elif self.mode == "pair":
-            lam = self._mix_pair(x)  # covers the B // 2 outer pairs; an odd batch's middle is untouched
-            if batch_size % 2:
-                half = batch_size // 2
-                lam = torch.cat([lam[:half], lam.new_ones(1, 1), lam[half:]])
+    def device_weights(self, draw: Draw, x: torch.Tensor) -> tuple[Lam, torch.Tensor | None]:
+        # timm builds per-sample lam in the input's dtype before the targets cast it to float32: kept, so
+        # the targets match timm's to the bit for bf16/fp16 inputs too.
+        if isinstance(draw.lam, float):
+            lam: Lam = draw.lam
         else:
-            lam = self._mix_batch(x)
-        target = soft_targets(
-            target, lam, num_classes=self.num_classes, label_smoothing=self.label_smoothing,
-            multi_label=self.multi_label,
-        )
-        return x, target
+            lam = torch.tensor(draw.lam, device=x.device, dtype=x.dtype).unsqueeze(1)
+        partner = None if draw.partner is None else torch.from_numpy(draw.partner).to(x.device)
+        return lam, partner
+
+    def apply(self, x: torch.Tensor, target: torch.Tensor, draw: Draw, lam: Lam,
+              partner: torch.Tensor | None) -> torch.Tensor:
+        if not draw.mixed:
+            return x
+        if isinstance(draw.lam, float):  # one lam and box for the batch: timm's in-place batch arithmetic
+            if draw.cut is not None:
+                y0, y1, x0, x1 = draw.boxes[0]
+                x[:, :, y0:y1, x0:x1] = pair_with(x, partner)[:, :, y0:y1, x0:x1]
+            else:
+                partner_x = pair_with(x, partner).mul_(1.0 - draw.lam)
+                x.mul_(draw.lam).add_(partner_x)
+            return x
+        source = x.clone()  # an unmodified copy to mix from, as in timm
+        batch_size = x.shape[0]
+        partners = range(batch_size - 1, -1, -1) if draw.partner is None else draw.partner.tolist()
+        for i, j in enumerate(partners):
+            lam_i = draw.lam[i]  # a NumPy float32, as timm's loop uses it
+            if lam_i == 1.0:
+                continue
+            if draw.cut is not None and draw.cut[i]:
+                y0, y1, x0, x1 = draw.boxes[i]
+                x[i][:, y0:y1, x0:x1] = source[j][:, y0:y1, x0:x1]
+            else:
+                x[i] = x[i] * lam_i + source[j] * (1 - lam_i)
+        return x

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .feature_mix import FeatureMixupBase, lam_weights
+from .base import Draw
+from .feature_mix import FeatureMixupBase
 from .hooks import MixFn, check_feature_output
 from .layers import INPUT, feature_info_entries, unwrap_model
-from .targets import pair_with
+from .targets import lam_weights, pair_with
 
 __all__ = ["ManifoldMixup", "default_manifold_layers", "manifold_mix_features"]
 
@@ -69,7 +70,9 @@ class ManifoldMixup(FeatureMixupBase):
     def _default_layers(self, model: nn.Module) -> tuple[str, ...]:
         return default_manifold_layers(model)
 
-    def _make_mix_fn(self, layer: str, lam: torch.Tensor, partner: torch.Tensor | None, batch_size: int) -> MixFn:
+    def _make_mix_fn(self, draw: Draw, lam: torch.Tensor, partner: torch.Tensor | None, batch_size: int) -> MixFn:
+        layer = draw.layer
+
         def mix(output: torch.Tensor) -> torch.Tensor:
             output = check_feature_output(layer, output, batch_size, ndims=(2, 3, 4, 5))
             return manifold_mix_features(output, pair_with(output, partner), lam)

@@ -1,237 +1,17 @@
-"""Soft targets and input checks shared by every mixing method.
+"""Soft targets and the pairing arithmetic shared by every mixing method.
 
 Targets follow timm's ``mixup_target`` (same smoothing values, same ``flip(0)`` partner convention,
-bit-identical results), generalised to any partner index. The class-index range check does not
-synchronise the host on CUDA (``LabelRangeCheck``).
+bit-identical results), generalised to any partner index.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
-from torch import nn
 
-from .layers import unwrap_model
-
-__all__ = [
-    "LabelRangeCheck",
-    "check_batch",
-    "check_choice",
-    "check_config",
-    "check_model_classes",
-    "check_output_classes",
-    "check_targets",
-    "flip_lam",
-    "pair_with",
-    "soft_targets",
-    "to_device",
-]
+__all__ = ["Lam", "flip_lam", "lam_weights", "mix_inputs", "pair_with", "soft_targets", "to_device"]
 
 Lam = float | torch.Tensor
-
-
-def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    """Raises ValueError naming the argument and its choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def check_config(*, num_classes: int, label_smoothing: float, prob: float, mode: str) -> None:
-    """Checks the constructor arguments every method shares (timm's names).
-
-    Raises:
-        ValueError: An argument is out of range; the message says which and the valid range.
-    """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int (the classifier's output size), got {num_classes!r}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
-    if not 0.0 <= prob <= 1.0:
-        raise ValueError(f"prob (probability of mixing a batch/element) must be in [0, 1], got {prob!r}")
-    check_choice("mode (timm's Mixup modes)", mode, ("batch", "pair", "elem"))
-
-
-def check_model_classes(model: nn.Module | None, num_classes: int) -> bool:
-    """Checks ``num_classes`` against a model that says its own (timm's ``num_classes`` attribute).
-
-    Returns:
-        Whether the model says its class count (False: only its first output can tell).
-
-    Raises:
-        ValueError: They differ (the loss would fail later with a size mismatch, far from the cause).
-    """
-    own = getattr(unwrap_model(model), "num_classes", None) if isinstance(model, nn.Module) else None
-    if not (isinstance(own, int) and not isinstance(own, bool) and own > 0):
-        return False
-    if own != num_classes:
-        raise ValueError(
-            f"num_classes={num_classes} but the model has {own} outputs: pass num_classes={own} to create_mixup "
-            "(the soft targets must have the classifier's size)"
-        )
-    return True
-
-
-def check_output_classes(output: torch.Tensor, num_classes: int) -> None:
-    """Checks a model's (B, K) output against ``num_classes`` at its first training forward.
-
-    Raises:
-        ValueError: K differs, naming the value to pass.
-    """
-    if output.shape[1] != num_classes:
-        raise ValueError(
-            f"the model outputs {output.shape[1]} classes but the mixing function was created with "
-            f"num_classes={num_classes}: pass num_classes={output.shape[1]} to create_mixup"
-        )
-
-
-class ClassCountCheck:
-    """A one-shot forward hook: the first training forward's (B, K) output must have K == ``num_classes``.
-
-    For models that do not say their class count (no ``num_classes`` attribute), so a wrong
-    ``num_classes`` (timm's 1000 default with a 10-class model) is named at the first forward rather than
-    failing later inside the loss. It removes itself after that forward; it pickles and deep-copies with
-    the model.
-    """
-
-    def __init__(self, model: nn.Module, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.handle = model.register_forward_hook(self)
-
-    def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        if not (module.training and isinstance(output, torch.Tensor) and output.ndim == 2):
-            return
-        self.handle.remove()
-        check_output_classes(output, self.num_classes)
-
-
-def watch_model_classes(model: nn.Module | None, num_classes: int) -> ClassCountCheck | None:
-    """``check_model_classes`` now, and a ``ClassCountCheck`` on the model when it does not say its count."""
-    if not isinstance(model, nn.Module) or check_model_classes(model, num_classes):
-        return None
-    return ClassCountCheck(unwrap_model(model), num_classes)
-
-
-def check_batch(x: torch.Tensor) -> int:
-    """Checks the model input, a (B, C, H, W) image batch, and returns the batch size.
-
-    Raises:
-        TypeError: ``x`` is not a floating-point tensor.
-        ValueError: ``x`` is not 4-d, has an empty batch, or is on the meta device (no data).
-    """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor batch, got {type(x).__name__}")
-    if x.is_meta:
-        raise ValueError(
-            "x is on the meta device (shapes only, no data), so it cannot be mixed; move the batch to a real "
-            "device (e.g. x.to('cuda')) or materialise it"
-        )
-    if not x.is_floating_point():
-        raise TypeError(
-            f"x must be a floating-point tensor (normalised images), got dtype {x.dtype}; convert it "
-            "with x.float() (or normalise it) before mixing"
-        )
-    if x.ndim != 4:
-        raise ValueError(
-            f"x must be a (B, C, H, W) image batch, got shape {tuple(x.shape)}; add the missing dimension "
-            "(x.unsqueeze(0) for one image, x.unsqueeze(1) for single-channel images without a channel axis)"
-        )
-    if x.shape[0] < 1:
-        raise ValueError(f"x must have a non-empty batch dimension, got shape {tuple(x.shape)}")
-    return x.shape[0]
-
-
-def check_targets(target: torch.Tensor, batch_size: int, num_classes: int, multi_label: bool = False) -> None:
-    """Checks the type and shape of class-index targets (or dense multi-label targets).
-
-    The value range is checked by ``LabelRangeCheck``, which avoids a host sync on CUDA.
-
-    Args:
-        target: (B,) integer class indices, or (B, num_classes) floats when ``multi_label``.
-        batch_size: The batch size of the input.
-        num_classes: The classifier's number of classes.
-        multi_label: Dense multi-label targets (timm's ``multi_label``).
-
-    Raises:
-        TypeError: Wrong type or dtype.
-        ValueError: Wrong shape, or targets on the meta device.
-    """
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if target.is_meta:
-        raise ValueError("target is on the meta device (no data); pass the batch's real labels")
-    if multi_label:
-        if target.shape != (batch_size, num_classes):
-            raise ValueError(
-                f"multi_label targets must have shape (batch, num_classes) = ({batch_size}, {num_classes}), "
-                f"got {tuple(target.shape)}"
-            )
-        return
-    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(
-            f"target must hold integer class indices (torch.long), got dtype {target.dtype}; pass the "
-            "dataset's class indices, not one-hot or already-mixed targets (for dense multi-label targets "
-            "use multi_label=True)"
-        )
-    if target.shape != (batch_size,):
-        raise ValueError(
-            f"target must have shape (batch,) = ({batch_size},) to match x, got {tuple(target.shape)}; "
-            "squeeze extra dimensions or check that x and target come from the same batch"
-        )
-
-
-def _range_error(low: int, high: int, num_classes: int, when: str) -> ValueError:
-    return ValueError(
-        f"target labels must be in [0, num_classes) = [0, {num_classes}), got min {low} and max {high}{when}; "
-        "set num_classes to the dataset's number of classes"
-    )
-
-
-class LabelRangeCheck:
-    """Checks that class indices lie in [0, num_classes) without synchronising the host on CUDA.
-
-    On the CPU the check is immediate. On CUDA each batch's min and max are copied to pinned host memory
-    asynchronously, and a later call reads them once an event says the copy has landed (``query()`` does
-    not block): a bad batch raises at a later mixing call, at most a few steps late, or at ``flush()``.
-    Meanwhile its labels give all-``off_value`` rows in the soft targets (never a device-side assert).
-
-    Args:
-        num_classes: The classifier's number of classes.
-    """
-
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self._step = 0
-        self._pending: list[tuple[int, torch.cuda.Event, torch.Tensor]] = []
-
-    def __call__(self, target: torch.Tensor) -> None:
-        """Checks one batch of (B,) class indices (on CUDA: queues it and reports earlier batches)."""
-        self._step += 1
-        self._report(wait=False)
-        if target.device.type != "cuda":
-            low, high = (int(v) for v in torch.aminmax(target))
-            if low < 0 or high >= self.num_classes:
-                raise _range_error(low, high, self.num_classes, "")
-            return
-        host = torch.empty(2, dtype=target.dtype, pin_memory=True)
-        host.copy_(torch.stack(torch.aminmax(target)), non_blocking=True)
-        event = torch.cuda.Event()
-        event.record()
-        self._pending.append((self._step, event, host))
-
-    def flush(self) -> None:
-        """Waits for the queued CUDA checks and raises for a bad batch among them."""
-        self._report(wait=True)
-
-    def _report(self, wait: bool) -> None:
-        while self._pending and (wait or self._pending[0][1].query()):
-            step, event, host = self._pending.pop(0)
-            event.synchronize()
-            low, high = host.tolist()
-            if low < 0 or high >= self.num_classes:
-                self._pending.clear()
-                raise _range_error(low, high, self.num_classes, f" in the batch of mixing call {step}")
 
 
 def flip_lam(lam: np.ndarray) -> np.ndarray:
@@ -253,6 +33,27 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
 def pair_with(t: torch.Tensor, partner: torch.Tensor | None) -> torch.Tensor:
     """Each sample's partner: ``t.flip(0)`` (timm's pairing) or ``t[partner]`` for an index tensor."""
     return t.flip(0) if partner is None else t.index_select(0, partner.to(t.device))
+
+
+def lam_weights(lam: Lam, like: torch.Tensor) -> float | torch.Tensor:
+    """lam as a float, or a per-sample tensor shaped to broadcast over ``like`` in ``like``'s dtype.
+
+    The dtype cast matters under autocast: a float32 lam would promote bf16 features to float32.
+    """
+    if not isinstance(lam, torch.Tensor):
+        return float(lam)
+    if lam.numel() != like.shape[0]:
+        raise ValueError(f"lam has {lam.numel()} values for a batch of {like.shape[0]}")
+    return lam.to(device=like.device, dtype=like.dtype).reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def mix_inputs(x: torch.Tensor, lam: Lam, partner: torch.Tensor | None = None) -> torch.Tensor:
+    """Plain mixup of a batch with its partners, out of place: lam * x + (1 - lam) * x[partner].
+
+    ``partner`` None is timm's pairing, ``x.flip(0)``.
+    """
+    w = lam_weights(lam, x)
+    return x * w + pair_with(x, partner) * (1 - w)
 
 
 def soft_targets(

@@ -10,12 +10,13 @@ from typing import Literal
 
 import torch
 
-from .contract import check_finite, check_float_tensor, check_point_sets
+from .checks import check_finite, check_float_tensor, check_plan, check_point_sets
 from .cost import COST_SCALES, NONFINITE_COST, CostScale, pairwise_cost
 from .registry import Solver, get_solver
 
 Direction = Literal["to_a", "to_b"]
 DIRECTIONS: tuple[str, ...] = ("to_a", "to_b")
+PROJECTIONS: tuple[str, ...] = ("barycentric", "scaled_plan")
 
 
 def transport_plan(
@@ -54,10 +55,10 @@ def transport_plan(
     """
     s = get_solver(solver)
     check_point_sets(a, b, ("a", "b"))
-    return _plan_unchecked(a, b, s, eps, max_iter, tol, cost_scale, return_info)
+    return _transport_plan(a, b, s, eps, max_iter, tol, cost_scale, return_info)
 
 
-def _plan_unchecked(a, b, s: Solver, eps, max_iter, tol, cost_scale, return_info: bool):
+def _transport_plan(a, b, s: Solver, eps, max_iter, tol, cost_scale, return_info: bool):
     # transport_plan below the point-set checks (align has made them already): the solver's own
     # arguments, the cost and its one finiteness check, the unchecked kernel.
     eps, max_iter, tol = s.resolve_args(eps, max_iter, tol)
@@ -78,7 +79,6 @@ def barycentric_projection(plan: torch.Tensor, points: torch.Tensor) -> torch.Te
 
     Returns:
         (B, n, C) in the points' dtype: row i is the plan-weighted mean of the points matched to point i.
-        The unchecked kernel is ``barycentric_projection.unchecked``.
     """
     check_float_tensor(plan, "plan", 3, finite=False)
     check_float_tensor(points, "points", 3, finite=False)
@@ -93,37 +93,24 @@ def _project_rows(plan: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return torch.bmm(weights.to(points.dtype), points)
 
 
-barycentric_projection.unchecked = _project_rows  # for callers that validated already (align, AlignMixup)
+def _project(plan: torch.Tensor, pa: torch.Tensor, pb: torch.Tensor, direction: str, projection: str) -> torch.Tensor:
+    """The moving set carried onto the kept set's positions, unchecked, in the plan's precision (fp32 under
+    autocast): 'to_a' carries b onto a's n positions, 'to_b' a onto b's. 'barycentric': the row-normalised
+    plan times the moving points; 'scaled_plan' (the AlignMixup authors'): the plan times n, not normalised."""
+    with torch.autocast(device_type=pa.device.type, enabled=False):
+        weights = plan if direction == "to_a" else plan.transpose(1, 2)
+        moving = (pb if direction == "to_a" else pa).to(plan.dtype)
+        if projection == "barycentric":
+            aligned = _project_rows(weights, moving)
+        else:
+            aligned = torch.bmm(weights * pa.shape[1], moving)
+    return aligned.to(pa.dtype)
 
 
 def _check_direction(direction: str) -> str:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be 'to_a' (b carried onto a) or 'to_b' (a carried onto b), got {direction!r}")
     return direction
-
-
-def check_plan(plan: torch.Tensor, shape: tuple[int, int, int]) -> None:
-    """Checks a given transport plan: a (B, n, m) float tensor; on the CPU also finite, non-negative, and
-    with mass in every row (an all-zero row would carry nothing onto its point).
-
-    CUDA plans are not scanned: it would cost a host sync per call (AlignMixup passes its plans every step).
-
-    Raises:
-        TypeError: Not a float tensor.
-        ValueError: Wrong shape, or (CPU) NaN, Inf, negative entries or an empty row.
-    """
-    check_float_tensor(plan, "plan", 3, finite=False)
-    if plan.shape != shape:
-        raise ValueError(f"plan must have shape (B, n, m) = {shape}, got {tuple(plan.shape)}")
-    if plan.device.type != "cpu":
-        return
-    p = plan.detach()
-    if not bool((p >= 0).logical_and_(p.isfinite()).all()):
-        raise ValueError("plan has NaN, Inf or negative entries: a transport plan is a non-negative coupling "
-                         "(from transport_plan, or your own with rows summing to 1/n and columns to 1/m)")
-    if not bool(p.sum(dim=2).gt(0).all()):
-        raise ValueError("plan has a row without mass (all zeros), which would carry nothing onto its point: a "
-                         "transport plan's rows sum to 1/n (from transport_plan, or normalise your own)")
 
 
 def align(
@@ -136,6 +123,7 @@ def align(
     cost_scale: CostScale | None = None,
     detach_plan: bool = True,
     plan: torch.Tensor | None = None,
+    projection: str = "barycentric",
 ) -> torch.Tensor:
     """Align one point set to the other's coordinates by optimal transport.
 
@@ -154,6 +142,9 @@ def align(
             (solvers with ``differentiable=False``, such as 'pot', raise instead).
         plan: A precomputed (B, n, m) plan between a and b (e.g. reused from an earlier call); the
             solver arguments are then unused. Checked for NaN, Inf and negative entries on the CPU only.
+        projection: "barycentric" (each aligned point is the plan-weighted mean of the points matched to it:
+            the row-normalised plan) or "scaled_plan" (the AlignMixup authors': the plan times n, rows not
+            normalised, so a point's mass error scales it).
 
     Returns:
         The aligned points in a's dtype.
@@ -164,6 +155,8 @@ def align(
     """
     check_point_sets(a, b, ("a", "b"))
     direction = _check_direction(direction)
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
     if plan is None:
         s = get_solver(solver)
         needs_grad = not detach_plan and torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
@@ -171,13 +164,8 @@ def align(
             raise ValueError(f"solver {s.name!r} cannot differentiate its plan (detach_plan=False): use "
                              "detach_plan=True (the paper's choice) or a differentiable solver such as 'torch'")
         with torch.set_grad_enabled(needs_grad):
-            plan = _plan_unchecked(a if needs_grad else a.detach(), b if needs_grad else b.detach(), s, eps,
+            plan = _transport_plan(a if needs_grad else a.detach(), b if needs_grad else b.detach(), s, eps,
                                    max_iter, tol, cost_scale, False)
     else:
         check_plan(plan, (a.shape[0], a.shape[1], b.shape[1]))
-    with torch.autocast(device_type=a.device.type, enabled=False):
-        if direction == "to_a":
-            out = _project_rows(plan, b.to(plan.dtype))
-        else:
-            out = _project_rows(plan.transpose(1, 2), a.to(plan.dtype))
-    return out.to(a.dtype)
+    return _project(plan, a, b, direction, projection)

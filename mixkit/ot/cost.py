@@ -21,7 +21,7 @@ from typing import Literal
 
 import torch
 
-from .contract import check_finite, check_float_tensor, check_point_sets
+from .checks import check_finite, check_float_tensor, check_point_sets
 
 CostScale = Literal["std", "max", "mean", "none"]
 COST_SCALES: tuple[str, ...] = ("std", "max", "mean", "none")

@@ -33,17 +33,12 @@ from typing import Any
 import torch
 
 from . import numba_solver
-from .contract import (
-    DEFAULT_EPS,
-    DEFAULT_MAX_ITER,
-    DEFAULT_TOL,
-    SolverInfo,
-    keyword_options_check,
-    solver_entry,
-    warn_not_converged,
-)
+from .checks import keyword_options_check
+from .defaults import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
+from .entry import solver_entry
+from .info import SolverInfo, warn_not_converged
 from .metrics import plan_marginal_error
-from .torch_solver import sinkhorn_torch
+from .torch_solver import _sinkhorn_torch
 from .triton_solver import _build_kernel, fallback_reason, fused_info, launch_fused
 
 ENV_DEFAULT_SOLVER = "MIXKIT_OT_DEFAULT_SOLVER"
@@ -144,7 +139,7 @@ def _check_first_solve(cost, plan, eps, max_iter, tol, options) -> tuple[str | N
     if error <= _slack(tol):
         return None, None
     # Over tolerance: the kernel's fault only if the torch solver converges on the same cost.
-    torch_out = sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=True, **{**options, "warn": False})
+    torch_out = _sinkhorn_torch(cost, eps, max_iter, tol, return_info=True, **{**options, "warn": False})
     if float(torch_out[1].marginal_error) <= _slack(tol):
         return f"left a marginal error of {error:.3g} where the torch solver reaches tol {tol:g}", torch_out
     if options.get("warn", True):  # a hard problem for both: keep the kernel, report the plan
@@ -153,7 +148,7 @@ def _check_first_solve(cost, plan, eps, max_iter, tol, options) -> tuple[str | N
 
 
 def _solve_torch(cost, eps, max_iter, tol, return_info, options):
-    return sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=return_info, **options)
+    return _sinkhorn_torch(cost, eps, max_iter, tol, return_info=return_info, **options)
 
 
 def _solve_numba(cost, eps, max_iter, tol, return_info, options):
@@ -169,8 +164,7 @@ def _solve_numba(cost, eps, max_iter, tol, return_info, options):
     return numba_solver.finish(plan, iters, conv, tol, warn=options.get("warn", True), return_info=return_info)
 
 
-@solver_entry(keyword_options_check("sinkhorn_default"))
-def sinkhorn_default(
+def _sinkhorn_default(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     return_info: bool = False,
     **options: Any,
@@ -226,3 +220,7 @@ def sinkhorn_default(
     if warn and not first:
         _PENDING.add(conv, tol)
     return plan
+
+
+# The checked public entry point (mixkit.ot.entry): validates, then runs the kernel above.
+sinkhorn_default = solver_entry(_sinkhorn_default, keyword_options_check("sinkhorn_default"))

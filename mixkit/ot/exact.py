@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .contract import check_float_tensor
+from .checks import check_float_tensor
 
 
 def emd(cost: torch.Tensor) -> torch.Tensor:

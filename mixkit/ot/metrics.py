@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .contract import check_float_tensor
+from .checks import check_float_tensor
 
 
 def marginal_error(plan: torch.Tensor) -> torch.Tensor:

@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import contract
-from .contract import SolverInfo
+from .checks import keyword_options_check
+from .defaults import DEFAULT_CHECK_EVERY, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, SCALING_DEFAULTS
+from .entry import solver_entry
+from .info import SolverInfo, warn_not_converged
 from .metrics import plan_marginal_error
+from .schedule import anneal_schedule, stage_budgets
 from .torch_solver import _anchor, _exponent
 
 _INSTALL_HINT = "the 'numba' OT solver needs the numba package (`pip install numba`), or use solver='torch'"
@@ -145,11 +148,11 @@ def launch_fused(cost: torch.Tensor, eps: float, max_iter: int, tol: float, **op
     Each stage's log-domain re-anchoring, and the final plan, run in torch (vectorised exp over the whole
     batch, which numba's scalar exp cannot match); the stage's scaling iterations run in the compiled loop.
     """
-    opts = {**contract.SCALING_DEFAULTS, **options}
+    opts = {**SCALING_DEFAULTS, **options}
     scale_stage = _build_kernel()
-    schedule = contract.anneal_schedule(eps, opts["anneal_factor"], opts["decay"], max_iter)
-    budgets = contract.stage_budgets(len(schedule), max_iter, opts["stage_iters"])
-    check_every = int(opts["check_every"] or contract.DEFAULT_CHECK_EVERY)
+    schedule = anneal_schedule(eps, opts["anneal_factor"], opts["decay"], max_iter)
+    budgets = stage_budgets(len(schedule), max_iter, opts["stage_iters"])
+    check_every = int(opts["check_every"] or DEFAULT_CHECK_EVERY)
     with torch.no_grad(), torch.autocast(device_type="cpu", enabled=False):
         cost = cost.to(torch.float64 if cost.dtype == torch.float64 else torch.float32).contiguous()
         B, n, m = cost.shape
@@ -179,16 +182,15 @@ def finish(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol: flo
     error = plan_marginal_error(plan).amax() if return_info or not converged else None
     if not converged and warn:
         # stacklevel 5: the warning names the line that called sinkhorn_numba
-        contract.warn_not_converged("numba", float(error), tol, n_iter, stacklevel=5)
+        warn_not_converged("numba", float(error), tol, n_iter, stacklevel=5)
     return (plan, SolverInfo(n_iter, error, "numba", converged, iters)) if return_info else plan
 
 
-@contract.solver_entry(contract.keyword_options_check("sinkhorn_numba"))
-def sinkhorn_numba(
+def _sinkhorn_numba(
     cost: torch.Tensor,
-    eps: float = contract.DEFAULT_EPS,
-    max_iter: int = contract.DEFAULT_MAX_ITER,
-    tol: float = contract.DEFAULT_TOL,
+    eps: float = DEFAULT_EPS,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
     *,
     return_info: bool = False,
     **options: Any,
@@ -211,8 +213,12 @@ def sinkhorn_numba(
         Plans (B, n, m) in the cost's dtype (fp32 at least), and the info if asked.
     """
     if fallback_reason(cost) is not None:
-        from .torch_solver import sinkhorn_torch
+        from .torch_solver import _sinkhorn_torch
 
-        return sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=return_info, **options)
+        return _sinkhorn_torch(cost, eps, max_iter, tol, return_info=return_info, **options)
     plan, iters, conv = launch_fused(cost, eps, max_iter, tol, **options)
     return finish(plan, iters, conv, tol, warn=options.get("warn", True), return_info=return_info)
+
+
+# The checked public entry point (mixkit.ot.entry): validates, then runs the kernel above.
+sinkhorn_numba = solver_entry(_sinkhorn_numba, keyword_options_check("sinkhorn_numba"))

@@ -7,7 +7,9 @@ import warnings
 import numpy as np
 import torch
 
-from .contract import DEFAULT_EPS, SolverInfo, solver_entry
+from .defaults import DEFAULT_EPS
+from .entry import solver_entry
+from .info import SolverInfo
 from .metrics import plan_marginal_error
 
 DEFAULT_POT_MAX_ITER = 1000
@@ -22,8 +24,7 @@ def _solve_batch():
     return solve_batch
 
 
-@solver_entry()
-def sinkhorn_pot(
+def _sinkhorn_pot(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_POT_MAX_ITER, tol: float = DEFAULT_POT_TOL, *,
     batched: bool = True,
     warn: bool = True,
@@ -75,3 +76,7 @@ def sinkhorn_pot(
     if not return_info:
         return plan_t
     return plan_t, SolverInfo(n_iter, error, "pot", converged)
+
+
+# The checked public entry point (mixkit.ot.entry): validates, then runs the kernel above.
+sinkhorn_pot = solver_entry(_sinkhorn_pot)

@@ -13,7 +13,9 @@ import math
 
 import torch
 
-from .contract import SolverInfo, check_point_sets, solver_entry
+from .checks import check_point_sets
+from .entry import solver_entry
+from .info import SolverInfo
 from .metrics import plan_marginal_error
 
 REFERENCE_EPS = 0.1
@@ -27,8 +29,7 @@ def reference_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x.unsqueeze(2) - y.unsqueeze(1)).abs().pow(2).sum(-1)
 
 
-@solver_entry()
-def sinkhorn_reference(
+def _sinkhorn_reference(
     cost: torch.Tensor, eps: float = REFERENCE_EPS, max_iter: int = REFERENCE_MAX_ITER, tol: float = REFERENCE_TOL, *,
     return_info: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, SolverInfo]:
@@ -63,3 +64,7 @@ def sinkhorn_reference(
     if not return_info:
         return plan
     return plan, SolverInfo(n_iter, plan_marginal_error(plan).amax(), "reference", converged)
+
+
+# The checked public entry point (mixkit.ot.entry): validates, then runs the kernel above.
+sinkhorn_reference = solver_entry(_sinkhorn_reference)

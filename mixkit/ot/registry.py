@@ -10,14 +10,21 @@ from typing import Any
 import torch
 
 from ..registry import Registry
-from .contract import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, check_solver_args
+from .checks import check_solver_args
 from .cost import CostScale
-from .default_solver import sinkhorn_default
-from .numba_solver import sinkhorn_numba
-from .pot_solver import DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, sinkhorn_pot
-from .reference import REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, sinkhorn_reference
-from .torch_solver import sinkhorn_torch
-from .triton_solver import sinkhorn_triton
+from .default_solver import _sinkhorn_default, sinkhorn_default
+from .defaults import DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL
+from .numba_solver import _sinkhorn_numba, sinkhorn_numba
+from .pot_solver import DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, _sinkhorn_pot, sinkhorn_pot
+from .reference import (
+    REFERENCE_EPS,
+    REFERENCE_MAX_ITER,
+    REFERENCE_TOL,
+    _sinkhorn_reference,
+    sinkhorn_reference,
+)
+from .torch_solver import _sinkhorn_torch, sinkhorn_torch
+from .triton_solver import _sinkhorn_triton, sinkhorn_triton
 
 SolveFn = Callable[..., torch.Tensor]
 
@@ -29,9 +36,7 @@ class Solver:
     Attributes:
         name: Registry name.
         solve: ``solve(cost[B,n,m], eps, max_iter, tol, *, return_info=False) -> plan[B,n,m]``,
-            uniform marginals 1/n and 1/m. Functions wrapped by :func:`mixkit.ot.contract.solver_entry`
-            validate their input; their ``.unchecked`` kernel is what :func:`mixkit.ot.transport_plan`
-            runs after validating once itself.
+            uniform marginals 1/n and 1/m, validating its input (:func:`mixkit.ot.entry.solver_entry`).
         eps: Default entropic regularisation, in units of the cost after ``cost_scale``.
         max_iter: Default iteration budget.
         tol: Default stopping tolerance (each solver's own criterion).
@@ -39,6 +44,8 @@ class Solver:
         description: One line for listings and ``--help``.
         differentiable: Whether a plan can carry gradients back to the cost
             (``align(..., detach_plan=False)``).
+        kernel: The same solve without the input checks (the solver module's private ``_sinkhorn_<name>``),
+            which :func:`mixkit.ot.transport_plan` runs after validating once itself; None: ``solve``.
     """
 
     name: str
@@ -49,6 +56,7 @@ class Solver:
     cost_scale: CostScale
     description: str
     differentiable: bool = True
+    kernel: SolveFn | None = None
 
     def __call__(self, cost: torch.Tensor, eps: Any = None, max_iter: Any = None, tol: Any = None,
                  **kwargs: Any) -> Any:
@@ -68,7 +76,7 @@ class Solver:
 
     def solve_unchecked(self, cost: torch.Tensor, eps: float, max_iter: int, tol: float, **kwargs: Any) -> Any:
         """Run the kernel without the input checks (the caller validated the cost and the arguments)."""
-        return getattr(self.solve, "unchecked", self.solve)(cost, eps, max_iter, tol, **kwargs)
+        return (self.kernel or self.solve)(cost, eps, max_iter, tol, **kwargs)
 
 
 _SOLVERS: Registry[Solver] = Registry("OT solver")
@@ -104,17 +112,21 @@ def list_solvers() -> list[str]:
 for _solver in (
     Solver("default", sinkhorn_default, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
            "the fused Triton kernel on CUDA (guarded: checked once per shape, torch on failure), the compiled "
-           "numba loop on the CPU, torch elsewhere"),
+           "numba loop on the CPU, torch elsewhere", kernel=_sinkhorn_default),
     Solver("torch", sinkhorn_torch, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
-           "batched epsilon-scaling Sinkhorn in torch: converged and sharp, at most 10 host syncs on CUDA"),
+           "batched epsilon-scaling Sinkhorn in torch: converged and sharp, at most 10 host syncs on CUDA",
+           kernel=_sinkhorn_torch),
     Solver("pot", sinkhorn_pot, DEFAULT_EPS, DEFAULT_POT_MAX_ITER, DEFAULT_POT_TOL, "std",
            "POT's log-domain Sinkhorn (ot.solve_batch) on the host, the reference implementation (no gradient)",
-           differentiable=False),
+           differentiable=False, kernel=_sinkhorn_pot),
     Solver("reference", sinkhorn_reference, REFERENCE_EPS, REFERENCE_MAX_ITER, REFERENCE_TOL, "none",
-           "the paper's published solver: raw cost, eps 0.1, at most 100 log-domain iterations"),
+           "the paper's published solver: raw cost, eps 0.1, at most 100 log-domain iterations",
+           kernel=_sinkhorn_reference),
     Solver("triton", sinkhorn_triton, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
-           "the torch solver fused in one Triton CUDA kernel, per-problem early exit, no guard"),
+           "the torch solver fused in one Triton CUDA kernel, per-problem early exit, no guard",
+           kernel=_sinkhorn_triton),
     Solver("numba", sinkhorn_numba, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, "std",
-           "the torch solver with each stage's scaling iterations in one compiled CPU loop per problem (numba)"),
+           "the torch solver with each stage's scaling iterations in one compiled CPU loop per problem (numba)",
+           kernel=_sinkhorn_numba),
 ):
     register_solver(_solver)

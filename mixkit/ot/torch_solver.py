@@ -13,7 +13,7 @@ cheap kernel-domain scaling iterations (two batched mat-vecs each, no exp) run o
 kernel K = exp((f + g - C) / eps), re-formed every ``absorb_every`` iterations.
 
 Convergence is checked every ``check_every`` iterations of the last stage. Each check is one host
-sync on CUDA, so the default period depends on the device (:func:`mixkit.ot.contract.default_check_every`:
+sync on CUDA, so the default period depends on the device (:func:`mixkit.ot.schedule.default_check_every`:
 10 on the CPU, 100 for the default budget on CUDA, at most 10 checks per solve); pass
 ``check_every=default_check_every("cuda", max_iter)`` on CPU tensors to run the CUDA schedule there.
 Each problem stops at the first check that finds it converged, as in the fused kernel: the problems
@@ -27,7 +27,8 @@ import math
 
 import torch
 
-from .contract import (
+from .checks import check_scaling_options
+from .defaults import (
     DEFAULT_ABSORB_EVERY,
     DEFAULT_ANNEAL_FACTOR,
     DEFAULT_DECAY,
@@ -36,15 +37,11 @@ from .contract import (
     DEFAULT_OMEGA,
     DEFAULT_STAGE_ITERS,
     DEFAULT_TOL,
-    SolverInfo,
-    anneal_schedule,
-    check_scaling_options,
-    default_check_every,
-    solver_entry,
-    stage_budgets,
-    warn_not_converged,
 )
+from .entry import solver_entry
+from .info import SolverInfo, warn_not_converged
 from .metrics import plan_marginal_error
+from .schedule import anneal_schedule, default_check_every, stage_budgets
 
 
 def _exponent(f: torch.Tensor | None, g: torch.Tensor | None, cost: torch.Tensor, eps: float) -> torch.Tensor:
@@ -118,8 +115,7 @@ def _write(full: torch.Tensor, active: torch.Tensor | None, part: torch.Tensor) 
     return part if active is None else full.index_copy(0, active, part)
 
 
-@solver_entry(check_scaling_options)
-def sinkhorn_torch(
+def _sinkhorn_torch(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     anneal_factor: float = DEFAULT_ANNEAL_FACTOR,
     decay: float = DEFAULT_DECAY,
@@ -146,7 +142,7 @@ def sinkhorn_torch(
         stage_iters: Scaling iterations per intermediate stage.
         check_every: Convergence check period (last stage). None: 10 on the CPU; on CUDA a multiple of
             10 that keeps a solve under 10 checks (100 for the default budget); see
-            :func:`mixkit.ot.contract.default_check_every`.
+            :func:`mixkit.ot.schedule.default_check_every`.
         absorb_every: Period at which the scalings are absorbed into the potentials (one exp).
         omega: Over-relaxation of the last stage's scaling updates (Thibault et al. 2017), in [1, 2);
             safe here because annealing starts the last stage close to the solution.
@@ -240,3 +236,7 @@ def sinkhorn_torch(
         for index, count in stopped_at:
             per_problem[index] = count
         return plan, SolverInfo(n_iter, error, "torch", converged, per_problem)
+
+
+# The checked public entry point (mixkit.ot.entry): validates, then runs the kernel above.
+sinkhorn_torch = solver_entry(_sinkhorn_torch, check_scaling_options)

@@ -25,21 +25,13 @@ from typing import Any
 
 import torch
 
-from .contract import (
-    DEFAULT_CHECK_EVERY,
-    DEFAULT_EPS,
-    DEFAULT_MAX_ITER,
-    DEFAULT_TOL,
-    SCALING_DEFAULTS,
-    SolverInfo,
-    anneal_schedule,
-    keyword_options_check,
-    solver_entry,
-    stage_budgets,
-    warn_not_converged,
-)
+from .checks import keyword_options_check
+from .defaults import DEFAULT_CHECK_EVERY, DEFAULT_EPS, DEFAULT_MAX_ITER, DEFAULT_TOL, SCALING_DEFAULTS
+from .entry import solver_entry
+from .info import SolverInfo, warn_not_converged
 from .metrics import plan_marginal_error
-from .torch_solver import sinkhorn_torch
+from .schedule import anneal_schedule, stage_budgets
+from .torch_solver import _sinkhorn_torch
 
 # One program holds its whole padded n x m kernel in registers. ptxas (sm_90a) reports no spills up to
 # 64 x 64 (49x49 problems), some from 128 x 128, and kilobytes per thread at 256 x 256 (196x196 ViT
@@ -218,8 +210,7 @@ def fused_info(plan: torch.Tensor, iters: torch.Tensor, conv: torch.Tensor, tol:
     return SolverInfo(n_iter, error, "triton", converged, iters)
 
 
-@solver_entry(keyword_options_check("sinkhorn_triton"))
-def sinkhorn_triton(
+def _sinkhorn_triton(
     cost: torch.Tensor, eps: float = DEFAULT_EPS, max_iter: int = DEFAULT_MAX_ITER, tol: float = DEFAULT_TOL, *,
     return_info: bool = False,
     **options: Any,
@@ -255,8 +246,12 @@ def sinkhorn_triton(
     reason = fallback_reason(cost, interpreted)
     if reason is not None:
         warnings.warn(f"sinkhorn_triton: {reason}; solving with sinkhorn_torch instead", stacklevel=3)
-        return sinkhorn_torch.unchecked(cost, eps, max_iter, tol, return_info=return_info, **options)
+        return _sinkhorn_torch(cost, eps, max_iter, tol, return_info=return_info, **options)
     plan, iters, conv = launch_fused(cost, eps, max_iter, tol, **options)
     if not return_info:
         return plan
     return plan, fused_info(plan, iters, conv, tol, options.get("warn", True))
+
+
+# The checked public entry point (mixkit.ot.entry): validates, then runs the kernel above.
+sinkhorn_triton = solver_entry(_sinkhorn_triton, keyword_options_check("sinkhorn_triton"))

@@ -10,15 +10,18 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .args import ParseKwargs, build_parser, mixup_method, parse_args
+from .args import ParseKwargs, build_parser, parse_args
 from .checkpoint import CheckpointError, find_checkpoint, list_checkpoints
 from .data import build_loaders, resolve_data_spec, resolve_split
-from .engine import NonFiniteLossError, build_mixup, evaluate, train, validate_args
+from .engine import NonFiniteLossError, end_epoch, train, train_one_epoch
+from .evaluate import evaluate
+from .setup import Run, build_mixup, resolve_lr, setup, validate_args
+from .state import TrainState
 
-__all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "build_loaders",
-           "build_mixup", "build_parser", "evaluate", "find_checkpoint", "list_checkpoints", "main",
-           "mixup_method", "parse_args", "resolve_data_spec", "resolve_split", "run_recipe", "train",
-           "validate_args"]
+__all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "Run", "TrainState", "build_loaders",
+           "build_mixup", "build_parser", "end_epoch", "evaluate", "find_checkpoint", "list_checkpoints", "main",
+           "parse_args", "resolve_data_spec", "resolve_lr", "resolve_split", "run_recipe", "setup", "train",
+           "train_one_epoch", "validate_args"]
 
 
 def _report(summary: dict[str, Any]) -> None:
@@ -34,7 +37,7 @@ def _run(args) -> int:
 
     try:
         summary = train(args)
-    except (ValueError, FileNotFoundError, NonFiniteLossError) as e:
+    except (ValueError, TypeError, FileNotFoundError, NonFiniteLossError) as e:
         print(f"mixkit-train: error: {e}", file=sys.stderr)
         return 2
     if PartialState().is_main_process:

@@ -12,7 +12,10 @@ from typing import Any
 
 import yaml
 
-__all__ = ["ParseKwargs", "args_to_yaml_dict", "build_parser", "mixup_method", "parse_args"]
+from mixkit.mix import list_mixups, mixup_preset
+from mixkit.timm_compat import MixupArgumentError, is_mixup_method, mixup_arg
+
+__all__ = ["ParseKwargs", "args_to_yaml_dict", "build_parser", "parse_args"]
 
 
 class ParseKwargs(argparse.Action):
@@ -36,21 +39,6 @@ class ParseKwargs(argparse.Action):
             except (ValueError, SyntaxError):
                 kw[key] = value
         setattr(namespace, self.dest, kw)
-
-
-def mixup_method(value: str) -> float | str:
-    """``--mixup``'s type: timm's float alpha, or a mixkit method name."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    from mixkit.mix import list_mixups
-
-    if value not in list_mixups():
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is neither a float alpha (timm's meaning, e.g. --mixup 0.8) nor a mixkit method; "
-            f"methods: {', '.join(list_mixups())}")
-    return value
 
 
 def _add_data(parser: argparse.ArgumentParser) -> None:
@@ -190,15 +178,14 @@ def _add_augmentation(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--smoothing", type=float, default=None,
                    help="label smoothing (default: the --mixup method's preset value where it has one, 0 for "
                         "alignmixup_paper, else 0.1 as in timm)")
-    g.add_argument("--mixup", type=mixup_method, default=0.0, metavar="ALPHA|METHOD",
+    g.add_argument("--mixup", type=mixup_arg, default=0.0, metavar="ALPHA|METHOD",
                    help="timm's mixup alpha (mixing on when > 0; timm's Mixup), or a mixkit method name "
-                        "(alignmixup, alignmixup_paper, manifold, mixup, cutmix, mixup_cutmix) built with "
-                        "mixkit.create_mixup; "
-                        "default: 0")
+                        f"({', '.join(list_mixups())}) built with mixkit.create_mixup; default: 0")
     g.add_argument("--mixup-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
                    help="settings of the --mixup method, e.g. input_prob=0.5 solver=pot eps=0.05 mixup_alpha=2.0")
     g.add_argument("--cutmix", type=float, default=0.0,
-                   help="cutmix alpha, on when > 0 (default: 0; must stay 0 with manifold/alignmixup)")
+                   help="cutmix alpha, on when > 0 (default: 0; must stay 0 with the methods that do not cut, "
+                        "e.g. manifold and alignmixup)")
     g.add_argument("--cutmix-minmax", type=float, nargs="+", default=None,
                    help="cutmix min/max box ratio; overrides the alpha (default: off)")
     g.add_argument("--mixup-prob", type=float, default=1.0,
@@ -275,10 +262,10 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     if unknown:
         parser.error(f"config file {path} has keys that are no argument: {', '.join(unknown)} "
                      "(keys are flag names with underscores, e.g. batch_size)")
-    if isinstance(cfg.get("mixup"), str):
+    if "mixup" in cfg:
         try:
-            cfg["mixup"] = mixup_method(cfg["mixup"])
-        except argparse.ArgumentTypeError as e:
+            cfg["mixup"] = mixup_arg(cfg["mixup"])
+        except MixupArgumentError as e:
             parser.error(f"config file {path}: {e}")
     return cfg
 
@@ -313,9 +300,7 @@ def parse_args(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any]
 def _default_smoothing(mixup: float | str) -> float:
     """timm's 0.1, unless the --mixup method's preset sets its own (alignmixup_paper: 0, the authors' loss);
     resolved here so that the training loss and args.yaml see the value the mixing function uses."""
-    from mixkit.mix import mixup_preset
-
-    preset = mixup_preset(mixup) if isinstance(mixup, str) else {}
+    preset = mixup_preset(str(mixup)) if is_mixup_method(mixup) else {}
     return float(preset.get("label_smoothing", 0.1))
 
 

@@ -53,8 +53,10 @@ class EpochProgress:
         total = self.data_s + self.compute_s
         return self.data_s / total if total > 0 else 0.0
 
-    def show(self, *, loss: float, lr: float) -> None:
-        self.bar.set_postfix_str(f"loss {loss:.4f} lr {lr:.3g} {self.images_per_s:.0f} img/s "
+    def show(self, *, lr: float, **losses: float) -> None:
+        """Shows the running losses (``loss``, and a method's extra term by its name), lr and throughput."""
+        terms = " ".join(f"{name} {value:.4f}" for name, value in losses.items())
+        self.bar.set_postfix_str(f"{terms} lr {lr:.3g} {self.images_per_s:.0f} img/s "
                                  f"data {100 * self.data_share:.0f}%", refresh=False)
 
     def close(self) -> None:
