@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SYSTEM_PACKAGES := g++ pkg-config libopencv-dev libturbojpeg0-dev dataset-fashion-mnist
 
-.PHONY: demo install-demo-data bench-solvers test lint install install-core install-all install-system bench bench-gpu clean
+.PHONY: demo demo-ae install-demo-data bench-solvers test lint install install-core install-all install-system bench bench-gpu clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ demo: $(VENV)/.core-installed install-demo-data
 	rm -rf $(DEMO_RUN)
 	$(PY) recipes/fashion_mnist.py --output $(dir $(DEMO_RUN)) --experiment $(notdir $(DEMO_RUN))
 	$(PY) -m mixkit.cli viz --run $(DEMO_RUN) --output $(DEMO_RUN)/alignment.png
+
+# The demo with AlignMixup/AE (the paper's autoencoder variant: a decoder trained beside the classifier), then the
+# mixes decoded into pictures (`mixkit viz --decoder`) into <run>/decoded.png; docs/images/decoded.png is one.
+DEMO_AE_RUN ?= output/demo/fashion_mnist_alignmixup_ae
+demo-ae: $(VENV)/.core-installed install-demo-data
+	rm -rf $(DEMO_AE_RUN)
+	$(PY) recipes/fashion_mnist.py --mixup alignmixup_ae --output $(dir $(DEMO_AE_RUN)) --experiment $(notdir $(DEMO_AE_RUN))
+	$(PY) -m mixkit.cli viz --run $(DEMO_AE_RUN) --decoder --output $(DEMO_AE_RUN)/decoded.png
 
 # The solver benchmark's headline rows (B=64, 7x7x2048, CPU, and the real-feature row), formerly `make demo`;
 # the full grid is `$(PY) benchmarks/solvers.py`. Output under benchmarks/results/demo/.

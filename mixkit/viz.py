@@ -13,6 +13,9 @@ b's patches (rows of the plan normalised: the barycentric projection AlignMixup 
     mixkit viz                                    # the demo's model, two Fashion-MNIST test bags
     mixkit viz --run output/demo/<experiment> --image-a a.png --image-b b.png --cell 1 2
     mixkit viz --model resnet50 --checkpoint r50.pth --image-a a.jpg --image-b b.jpg --output fig.png
+
+``--decoder`` draws the other half of Figure 1 instead, for a run trained with a decoder: the mixes decoded
+into pictures (``mixkit.viz_decoded``).
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ drawn over b.
 examples:
   mixkit viz                                    # the demo's model, two Fashion-MNIST test bags
   mixkit viz --run output/demo/<experiment> --image-a a.png --image-b b.png --cell 1 2
-  mixkit viz --model resnet50 --checkpoint r50.pth --image-a a.jpg --image-b b.jpg --output fig.png"""
+  mixkit viz --model resnet50 --checkpoint r50.pth --image-a a.jpg --image-b b.jpg --output fig.png
+  mixkit viz --run output/demo/fashion_mnist_alignmixup_ae --decoder   # mixes decoded (make demo-ae)"""
 
 
 @dataclass
@@ -227,14 +231,20 @@ def plot_alignment(al: Alignment, path: str | os.PathLike, *, lam: float = 0.5,
         plt.close(fig)
 
 
-def find_demo_run(root: str | os.PathLike = DEMO_OUTPUT) -> Path | None:
-    """The newest run directory under ``root`` holding weights (``make demo`` writes them there), or None."""
+def find_demo_run(root: str | os.PathLike = DEMO_OUTPUT, *, holding: str = "model.safetensors") -> Path | None:
+    """The newest run directory under ``root`` holding weights (``make demo`` writes them there), or None.
+
+    Args:
+        root: A run directory, or a folder of them.
+        holding: A file the run must hold besides its weights (``decoder.safetensors``: a run with a decoder).
+    """
     root = Path(root)
-    if (root / "model.safetensors").is_file():
+    if (root / "model.safetensors").is_file() and (root / holding).is_file():
         return root
     if not root.is_dir():
         return None
-    runs = [p for p in root.iterdir() if (p / "model.safetensors").is_file() and (p / "args.yaml").is_file()]
+    runs = [p for p in root.iterdir()
+            if (p / "model.safetensors").is_file() and (p / "args.yaml").is_file() and (p / holding).is_file()]
     return max(runs, key=lambda p: (p / "model.safetensors").stat().st_mtime) if runs else None
 
 
@@ -250,6 +260,11 @@ def _model_and_settings(args: argparse.Namespace) -> tuple[nn.Module, dict[str, 
                                                     pretrained=args.pretrained, **kwargs)
         return model, settings, None
     run_dir = args.run
+    if run_dir is None and args.decoder:
+        run_dir = find_demo_run(holding="decoder.safetensors")
+        if run_dir is None:
+            raise FileNotFoundError(f"no run with a decoder: {DEMO_OUTPUT}/ holds no run with decoder.safetensors. "
+                                    "Run `make demo-ae` first, or pass --run RUN_DIR (trained with --mixup alignmixup_ae)")
     if run_dir is None:
         run_dir = find_demo_run()
         if run_dir is None:
@@ -286,6 +301,9 @@ def run(args: argparse.Namespace) -> Path:
     for image in (args.image_a, args.image_b):  # before loading any model: a typo fails fast
         if image is not None and not Path(image).is_file():
             raise FileNotFoundError(f"image {image} does not exist: pass an existing image file")
+    if args.decoder and args.model:
+        raise ValueError("--decoder draws a run's trained decoder: pass --run RUN_DIR (a run trained with "
+                         "--mixup alignmixup_ae), not --model")
     model, settings, run_dir = _model_and_settings(args)
     in_chans = int(settings["in_chans"])
     img_size = int(args.img_size or (settings["img_size"][-1] if isinstance(settings["img_size"], list | tuple)
@@ -296,13 +314,27 @@ def run(args: argparse.Namespace) -> Path:
         what = f"{Path(args.image_a).name} and {Path(args.image_b).name}"
     else:
         a, b, what = _fashion_mnist_pair(args.class_id, tuple(args.indices), img_size=img_size, in_chans=in_chans)
-    al = align_images(model, a, b, mean=as_floats(args.mean or settings["mean"], in_chans, "mean"),
-                      std=as_floats(args.std or settings["std"], in_chans, "std"), layer=args.layer, solver=args.solver,
-                      eps=args.eps)
+    mean = as_floats(args.mean or settings["mean"], in_chans, "mean")
+    std = as_floats(args.std or settings["std"], in_chans, "std")
+    if args.decoder:
+        return _run_decoder(args, model, settings, run_dir, a, b, what, mean=mean, std=std)
+    al = align_images(model, a, b, mean=mean, std=std, layer=args.layer, solver=args.solver, eps=args.eps)
     output = args.output or ((run_dir / "alignment.png") if run_dir is not None else Path("alignment.png"))
     title = (f"{settings['model']}: {what}; transport plan at '{al.layer}' "
              f"({al.grid[0]}x{al.grid[1]} cells, solver {args.solver})")
     return plot_alignment(al, output, lam=args.lam, cell=tuple(args.cell) if args.cell else None, title=title)
+
+
+def _run_decoder(args: argparse.Namespace, model: nn.Module, settings: dict[str, Any], run_dir: Path,
+                 a: torch.Tensor, b: torch.Tensor, what: str, *, mean: tuple[float, ...], std: tuple[float, ...]) -> Path:
+    from .viz_decoded import decode_mixes, load_run_decoder, plot_decoded
+
+    if args.layer is not None or args.cell is not None:
+        raise ValueError("--layer and --cell belong to the alignment figure; --decoder decodes the run's own layer")
+    with load_run_decoder(model, run_dir, settings) as mix:
+        mixes = decode_mixes(mix, a, b, mean=mean, std=std, solver=args.solver, eps=args.eps)
+    title = f"{settings['model']}: {what}\nmixes decoded from '{mixes.layer}' (lam: weight of a; solver {args.solver})"
+    return plot_decoded(mixes, args.output or run_dir / "decoded.png", title=title)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -332,13 +364,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "feature stage)")
     p.add_argument("--cell", type=int, nargs=2, metavar=("ROW", "COL"),
                    help="feature cell of a whose plan row is drawn (default: the centre cell)")
-    p.add_argument("--lam", type=float, default=0.5, help="weight of a in the mixup and CutMix panels (default 0.5)")
+    p.add_argument("--lam", type=float, default=0.5, help="weight of a in the mixup and CutMix panels (default 0.5; "
+                                                              "--decoder draws its own row of lam values)")
     p.add_argument("--solver", default="default",
                    help="mixkit.ot solver (default: 'default', AlignMixup's: the compiled numba loop on the CPU)")
     p.add_argument("--eps", type=float, help="entropic regularisation (default: the solver's)")
+    p.add_argument("--decoder", action="store_true",
+                   help="draw the run's mixes decoded into pictures instead (the run's decoder.safetensors: trained "
+                        "with --mixup alignmixup_ae): a, b and their decoded features, then input mixup, manifold "
+                        "mixup and AlignMixup both ways at lam 0, 0.25, 0.5, 0.75, 1")
     p.add_argument("--output", type=Path,
                    help=f"PNG to write, {FIGURE_SIZE[0]} x {FIGURE_SIZE[1]} px (default: alignment.png in the "
-                        "run directory, else in the current directory)")
+                        "run directory, else in the current directory; decoded.png with --decoder)")
     p.set_defaults(func=_run_cli)
     return p
 

@@ -12,6 +12,11 @@ first (never in tests; nothing else downloads).
 
     python recipes/cifar_preact18.py --data-dir data/cifar10 --val-split test
     accelerate launch recipes/cifar_preact18.py --data-dir data/cifar100 --val-split test --schedule short
+    python recipes/cifar_preact18.py ... --mixup alignmixup_ae   # AlignMixup/AE: the paper's other variant
+
+``--mixup alignmixup_ae`` trains the paper's autoencoder variant with the same AlignMixup settings (alpha 2,
+the last feature stage) and a decoder beside the classifier, saved as ``decoder.safetensors``
+(docs/mixing.md, AlignMixup/AE); any other registered ``--mixup`` method works the same way.
 """
 import argparse
 import sys

@@ -9,6 +9,7 @@ top-1.
 
     python recipes/fashion_mnist.py                      # the demo
     python recipes/fashion_mnist.py --mixup manifold     # any mixkit-train flag overrides the recipe
+    python recipes/fashion_mnist.py --mixup alignmixup_ae   # AlignMixup/AE: what `make demo-ae` runs
     accelerate launch recipes/fashion_mnist.py           # several processes
 """
 import sys

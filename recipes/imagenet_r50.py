@@ -15,10 +15,15 @@ reproduced: FFCV's BlurPool layers.
 
     accelerate launch recipes/imagenet_r50.py --data-dir /data/imagenet --loader ffcv --amp --amp-dtype bfloat16
     accelerate launch recipes/imagenet_r50.py --data-dir /data/imagenet --schedule ffcv-16 --channels-last
+    python recipes/imagenet_r50.py ... --mixup alignmixup_ae   # AlignMixup/AE: the paper's other variant
 
 Every mixkit-train flag overrides the recipe (``--help`` lists them). ``--loader ffcv`` reads
 ``<data-dir>/train.beton`` and ``<data-dir>/val.beton`` (``mixkit convert``); ``torch`` and ``dali`` read the
 ImageFolder.
+
+``--mixup alignmixup_ae`` trains the paper's autoencoder variant with the same AlignMixup settings (alpha 2,
+the last feature stage) and a decoder beside the classifier, saved as ``decoder.safetensors``
+(docs/mixing.md, AlignMixup/AE); any other registered ``--mixup`` method works the same way.
 """
 import sys
 

@@ -420,6 +420,14 @@ def test_patch_applies_and_trains_upstream_train_py(image_root, tmp_path):
     assert set(first["state_dict"]) == set(new_model().state_dict())  # the classifier only
     probe_first, probe_second = first["optimizer"]["mixkit_parts"]["probe"], second["optimizer"]["mixkit_parts"]["probe"]
     assert not torch.equal(probe_first["weight"], probe_second["weight"])  # trained on from the restored probe
+    # AlignMixup/AE through the same two lines: its decoder is saved with the optimizer, beside the classifier.
+    ae = [arg if arg != "probe" else "alignmixup_ae" for arg in common]
+    run = subprocess.run([sys.executable, "train.py", *ae, "--epochs", "1", "--experiment", "ae"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    saved = torch.load(tmp_path / "out" / "ae" / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert set(saved["state_dict"]) == set(new_model().state_dict())
+    assert set(saved["optimizer"]["mixkit_parts"]) == {"decoder"}
 
 
 @pytest.mark.parametrize("name", [n for n in list_mixups() if not get_mixup_class(n).supports_cutmix])

@@ -77,3 +77,25 @@ def test_recipe_help_lists_every_flag_and_schedule():
     for action in build_parser()._actions:
         assert action.option_strings[-1] in out.stdout, action.dest
     assert "--schedule" in out.stdout and "ffcv-88" in out.stdout
+
+
+@pytest.mark.parametrize("recipe", ["cifar_preact18", "imagenet_r50", "fashion_mnist"])
+def test_every_registered_method_mixes_under_every_recipe(recipe):
+    """``--mixup <name>`` over a recipe's settings builds the method and mixes a batch (alignmixup_ae with
+    the recipe's AlignMixup settings: alpha 2 from the recipe, its decoder from the registry)."""
+    import timm
+
+    from mixkit.mix import list_mixups
+    from mixkit.train import build_mixup
+
+    defaults = _load(recipe).DEFAULTS
+    model = timm.create_model("preact_resnet_tiny_cifar", num_classes=4, base_width=4).train()
+    x, y = torch.randn(4, 3, 16, 16), torch.arange(4)
+    for name in list_mixups():
+        args = parse_args(["--mixup", name], defaults=defaults)
+        with build_mixup(args, model, num_classes=4) as mix:
+            xm, target = mix(x, y)
+            model(xm)
+            assert target.shape == (4, 4), name
+            if name.startswith("alignmixup"):
+                assert mix.mixup_alpha == 2.0, name

@@ -39,7 +39,10 @@ def test_one_epoch_run_per_method(data, tmp_path, method):
     assert math.isfinite(final["train_loss"]) and math.isfinite(final["eval_loss"])
     assert summary["eval_samples"] == 12  # 4 classes x 3 validation images, each once
     rows = (run / "summary.csv").read_text().splitlines()
-    assert rows[0] == "epoch,train_loss,eval_loss,eval_top1,eval_top5,lr" and len(rows) == 2
+    extra = getattr(get_mixup_class(method), "extra_loss_name", None) if method in list_mixups() else None
+    # timm's columns, and a method's extra loss (alignmixup_ae's recon_loss) after train_loss.
+    assert rows[0] == f"epoch,train_loss,{extra + ',' if extra else ''}eval_loss,eval_top1,eval_top5,lr"
+    assert len(rows) == 2
     assert json.loads((run / "summary.json").read_text())["complete"] is True
     args = yaml.safe_load((run / "args.yaml").read_text())
     assert (args["model"], args["num_classes"], args["in_chans"], args["img_size"]) == \

@@ -126,3 +126,81 @@ def test_the_function_and_the_cli_default_to_alignmixups_solver():
     function_default = inspect.signature(align_images).parameters["solver"].default
     method_default = inspect.signature(AlignMixup.__init__).parameters["solver"].default
     assert cli_default == function_default == method_default == "default"
+
+
+def _run_with_decoder(tmp_path: Path) -> Path:
+    from mixkit.mix import create_mixup
+    from mixkit.rundir import create_model_from_run, save_model_safetensors
+
+    run = make_run(tmp_path / "run", mixup="alignmixup_ae", mixup_kwargs={"mixup_alpha": 2.0})
+    model, settings = create_model_from_run(run)
+    torch.manual_seed(1)
+    with create_mixup("alignmixup_ae", model=model, num_classes=settings["num_classes"]) as mix:
+        save_model_safetensors(mix.decoder, run / "decoder.safetensors")
+    return run
+
+
+def test_decoder_figure_is_written_into_the_run(tmp_path: Path, capsys):
+    from mixkit.viz_decoded import DECODED_FIGURE_SIZE
+
+    run = _run_with_decoder(tmp_path)
+    a, b = _images(tmp_path)
+    assert main(["viz", "--run", str(run), "--decoder", "--image-a", str(a), "--image-b", str(b)]) == 0
+    with Image.open(run / "decoded.png") as img:
+        assert img.size == DECODED_FIGURE_SIZE
+    assert str(run / "decoded.png") in capsys.readouterr().out
+
+
+def test_decoded_mixes_are_the_decoder_applied_to_each_mix(tmp_path: Path):
+    """Hand-checkable cells: lam 1 is a everywhere (and lam 0 is b) where the mix says so; the middle of the
+    manifold row is the decoded mean of the two feature maps; AlignMixup's to_a at lam 0 is b's features
+    carried onto a's cells by the row-normalised plan (mixkit.ot.transport_plan)."""
+    from mixkit.ot import transport_plan
+    from mixkit.rundir import create_model_from_run
+    from mixkit.viz_decoded import LAMS, decode_mixes, load_run_decoder
+
+    run = _run_with_decoder(tmp_path)
+    model, settings = create_model_from_run(run)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 28, 28, generator=g), torch.rand(1, 28, 28, generator=g)
+    mean, std = tuple(settings["mean"]), tuple(settings["std"])
+    with load_run_decoder(model, run, settings) as mix:
+        mixes = decode_mixes(mix, a, b, mean=mean, std=std)
+        with torch.no_grad():
+            fa = model.forward_features((a[None] - mean[0]) / std[0])
+            fb = model.forward_features((b[None] - mean[0]) / std[0])
+
+            def decoded(features):
+                return (mix.decode(features, (28, 28)) * std[0] + mean[0]).clamp(0, 1)[0]
+
+            one, zero, half = LAMS.index(1.0), LAMS.index(0.0), LAMS.index(0.5)
+            for key in ("input", "manifold", "to_a"):  # to_b at lam 1 is a carried onto b's cells
+                torch.testing.assert_close(mixes.rows[key][one], mixes.decoded_a, atol=1e-5, rtol=0)
+            for key in ("input", "manifold", "to_b"):  # to_a at lam 0: b carried onto a's cells, below
+                torch.testing.assert_close(mixes.rows[key][zero], mixes.decoded_b, atol=1e-5, rtol=0)
+            torch.testing.assert_close(mixes.decoded_a, decoded(fa), atol=1e-5, rtol=0)
+            torch.testing.assert_close(mixes.rows["manifold"][half], decoded((fa + fb) / 2), atol=1e-5, rtol=0)
+            pa, pb = fa.flatten(2).transpose(1, 2), fb.flatten(2).transpose(1, 2)
+            plan = transport_plan(pa, pb)[0]
+            carried = (plan / plan.sum(1, keepdim=True)) @ pb[0]
+            torch.testing.assert_close(mixes.rows["to_a"][zero], decoded(carried.T.reshape(fa.shape)), atol=1e-4, rtol=0)
+    assert model.training is False and not any(m._forward_hooks for m in model.modules())
+
+
+def test_decoder_figure_errors_name_the_fix(tmp_path: Path, capsys, monkeypatch):
+    from mixkit.cli import build_parser
+    from mixkit.viz import run as run_viz
+
+    run = make_run(tmp_path / "plain", mixup="alignmixup")
+    assert main(["viz", "--run", str(run), "--decoder"]) == 2
+    err = capsys.readouterr().err
+    assert "no decoder.safetensors" in err and "--mixup alignmixup_ae" in err
+    with pytest.raises(ValueError, match="pass --run RUN_DIR"):
+        run_viz(build_parser().parse_args(["viz", "--model", "resnet18", "--decoder"]))
+    with pytest.raises(ValueError, match="--layer and --cell belong to the alignment figure"):
+        run_viz(build_parser().parse_args(["viz", "--run", str(_run_with_decoder(tmp_path)), "--decoder",
+                                           "--layer", "layer3"]))
+    monkeypatch.chdir(tmp_path)
+    make_run(tmp_path / "output" / "demo" / "plain")  # a demo run, but without a decoder
+    with pytest.raises(FileNotFoundError, match="make demo-ae"):
+        run_viz(build_parser().parse_args(["viz", "--decoder"]))

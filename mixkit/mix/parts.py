@@ -5,7 +5,8 @@ them on some processes and not on others (AlignMixup/AE's decoder in the input-m
 DDP cannot express (an unused-parameter error, or a hang waiting for the reduction). Instead
 ``sync_part_gradients`` averages their gradients across processes in one collective per optimizer update,
 counting a process that did not use a part as a zero gradient (DDP's own averaging rule), and leaving the
-gradients None where no process used them, so the optimizer skips them as it would without mixkit.
+gradients None where no process used them, so the optimizer skips them as it would without mixkit. The
+parts' buffers (BatchNorm statistics) follow rank 0's, as DDP's ``broadcast_buffers`` does for the model.
 Written here because neither torch nor Accelerate averages gradients of modules outside DDP.
 """
 
@@ -50,14 +51,31 @@ def broadcast_parts(parts: Mapping[str, nn.Module]) -> None:
                 dist.broadcast(tensor.data, src=0)
 
 
+def _broadcast_buffers(parts: Mapping[str, nn.Module]) -> None:
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for name in sorted(parts):
+        for buffer in parts[name].buffers():
+            by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    with torch.no_grad():
+        for group in by_dtype.values():  # one collective per dtype (BatchNorm: float statistics, int64 counter)
+            flat = torch.cat([b.reshape(-1) for b in group])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            for b in group:
+                b.copy_(flat[offset:offset + b.numel()].reshape(b.shape))
+                offset += b.numel()
+
+
 def sync_part_gradients(parts: Mapping[str, nn.Module]) -> None:
-    """Averages the parts' gradients over the processes (a no-op in one process).
+    """Averages the parts' gradients over the processes and gives them rank 0's buffers (a no-op in one
+    process).
 
     Every process must call it at the same point (before the optimizer step, after the last backward of
     the update). A gradient None counts as zero; after the call it is None only where no process had one.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
+    _broadcast_buffers(parts)
     params = part_parameters(parts)
     if not params:
         return

@@ -184,11 +184,12 @@ def train_one_epoch(run: Run, epoch: int) -> float:
     return _epoch_mean(run, state.loss_sum, state.loss_count)
 
 
-def _epoch_mean(run: Run, total: torch.Tensor, count: int) -> float:
-    """The mean over every process: sums and counts reduced (a process's count may differ from another's)."""
+def _epoch_mean(run: Run, total: torch.Tensor, count: int, *, empty: float | None = 0.0) -> float | None:
+    """The mean over every process: sums and counts reduced (a process's count may differ from another's);
+    ``empty`` when no process counted anything."""
     both = torch.stack([total.double(), torch.tensor(float(count), dtype=torch.float64, device=total.device)])
     total, count = run.accelerator.reduce(both, reduction="sum").tolist()
-    return total / max(count, 1)
+    return total / count if count else empty
 
 
 def evaluate_epoch(run: Run) -> dict[str, Any]:
@@ -217,8 +218,9 @@ def end_epoch(run: Run, epoch: int, train_loss: float, eval_metrics: dict[str, A
            "eval_top1": eval_metrics.get("top1"), "eval_top5": eval_metrics.get("top5"), "lr": sum(lrs) / len(lrs)}
     line = f"epoch {epoch}: train_loss {train_loss:.4f}"
     if run.extra_loss_name:
-        row[run.extra_loss_name] = _epoch_mean(run, run.state.extra_sum, run.state.extra_count)
-        line += f" {run.extra_loss_name} {row[run.extra_loss_name]:.4f}"
+        # None (an empty cell) for an epoch whose steps all left the term out, not a misleading 0.
+        extra = row[run.extra_loss_name] = _epoch_mean(run, run.state.extra_sum, run.state.extra_count, empty=None)
+        line += f" {run.extra_loss_name} {'-' if extra is None else f'{extra:.4f}'}"
     if eval_metrics:
         line += (f" eval_loss {eval_metrics['loss']:.4f} top1 {eval_metrics['top1']:.2f} "
                  f"top5 {eval_metrics['top5']:.2f} ({eval_metrics['samples']} samples)")
