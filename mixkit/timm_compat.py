@@ -167,6 +167,11 @@ def check_timm_mixup(mixup_args: Mapping[str, Any], settings: Mapping[str, Any] 
     """
     settings = dict(settings or {})
     alpha = mixup_args.get("mixup_alpha", 0.0)
+    cutmix = mixup_args.get("cutmix_alpha", 0.0) or 0.0
+    if (not is_mixup_method(alpha) and alpha < 0) or cutmix < 0:
+        # timm's Mixup would treat a negative alpha as off, silently: a typo must not train without mixing.
+        raise ValueError(f"--mixup {alpha} --cutmix {cutmix}: alphas must be >= 0 (0 turns that mixing off, as "
+                         "in timm); pass a positive alpha or a method name")
     if not is_mixup_method(alpha):
         if settings:
             raise ValueError(

@@ -194,3 +194,17 @@ def test_opt_kwargs_reach_the_optimizer(tmp_path, monkeypatch):
         AcceleratorState._reset_state(True)
     assert [g["dampening"] for g in built[0].param_groups] == [0.25, 0.25]
     assert yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())["opt_kwargs"] == {"dampening": 0.25}
+
+
+def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
+    from mixkit.train.progress import EpochProgress
+
+    bar = EpochProgress(3, epoch=1, interactive=False)
+    for _ in range(3):
+        bar.wait_done()
+        bar.step_done(8)
+    bar.show(lr=0.1, loss=1.25, recon_loss=0.5)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert err.splitlines()[-1].startswith("train 1: 3/3 loss 1.2500 recon_loss 0.5000 lr 0.1 ")

@@ -65,6 +65,11 @@ def test_one_epoch_run_per_method(data, tmp_path, method):
     (["--mixup", "alignmixup", "--cutmix", "1.0"], ValueError, "--cutmix"),
     (["--mixup", "alignmixup", "--mixup-kwargs", "not_an_option=3"], ValueError, "not_an_option"),
     (["--mixup", "alignmixup", "--mixup-kwargs", "layers=['head.nothing']"], ValueError, "head.nothing"),
+    (["--sched", "cosin"], ValueError, "unknown --sched 'cosin': .*cosine, tanh, step"),
+    (["--loader", "memory"], ValueError, "Python-only backend"),
+    (["--mixup", "-0.5"], ValueError, "alphas must be >= 0"),
+    (["--cutmix", "-1"], ValueError, "alphas must be >= 0"),
+    (["--img-size", "1"], ValueError, "smaller than preact_resnet_tiny_cifar's total stride 8"),
 ])
 def test_bad_input_fails_before_training(data, tmp_path, extra, error, match):
     argv = tiny_args(data, tmp_path) + extra  # later flags win

@@ -150,8 +150,9 @@ def write_beton(
         from ffcv.fields import IntField, RGBImageField
         from ffcv.writer import DatasetWriter
     except ImportError as e:
-        raise ImportError("write_beton needs ffcv: pip install 'mixkit[ffcv]' (see `make install-system` "
-                          "for its system packages).") from e
+        from .factory import FFCV_INSTALL
+
+        raise ImportError(f"write_beton needs ffcv: {FFCV_INSTALL}") from e
     out = Path(out)
     _check_output_file(out, ".beton")
     index = scan_image_folder(root, skip_corrupt=skip_corrupt,

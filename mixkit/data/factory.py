@@ -20,7 +20,9 @@ _BACKENDS.register("torch", "mixkit.data.torch_loader:TorchLoader")
 _BACKENDS.register("ffcv", "mixkit.data.ffcv_loader:FfcvLoader")
 _BACKENDS.register("dali", "mixkit.data.dali_loader:DaliLoader")
 _BACKENDS.register("memory", "mixkit.data.memory_loader:MemoryLoader")
-_EXTRAS = {"ffcv": "pip install 'mixkit[ffcv]' (system packages: `make install-system`)",
+FFCV_INSTALL = ("pip install 'mixkit[ffcv]' (ffcv builds from source: first apt-get install g++ pkg-config "
+                "libopencv-dev libturbojpeg0-dev, or your system's OpenCV and libjpeg-turbo development packages)")
+_EXTRAS = {"ffcv": FFCV_INSTALL,
            "dali": "pip install 'mixkit[dali]'"}
 
 

@@ -26,9 +26,9 @@ __all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "Run", "Train
 
 def _report(summary: dict[str, Any]) -> None:
     final = summary.get("final") or {}
-    if final.get("eval_top1") is not None:
-        print(f"test top-1: {final['eval_top1']:.2f}%  (top-5 {final['eval_top5']:.2f}%, "
-              f"{summary.get('eval_samples')} samples)")
+    if final.get("eval_top1") is not None and summary.get("eval_samples") is not None:
+        print(f"{summary.get('eval_split') or 'evaluation'} top-1: {final['eval_top1']:.2f}%  "
+              f"(top-5 {final['eval_top5']:.2f}%, {summary['eval_samples']} samples)")
     print(f"run directory: {summary['run_dir']}")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import ast
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -131,7 +132,7 @@ def _add_optimizer(parser: argparse.ArgumentParser) -> None:
 def _add_schedule(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Learning-rate schedule")
     g.add_argument("--sched", default="cosine", metavar="SCHEDULER",
-                   help="timm scheduler: cosine, step, multistep, plateau, poly, tanh (default: cosine)")
+                   help="timm scheduler: cosine, tanh, step, multistep, plateau, poly, constant, wsd, rsqrt (default: cosine)")
     g.add_argument("--sched-on-updates", action="store_true", default=False,
                    help="step the schedule every optimizer update instead of every epoch")
     g.add_argument("--lr", type=float, default=None, metavar="LR",
@@ -288,13 +289,63 @@ def parse_args(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any]
         parser.set_defaults(**defaults)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("-c", "--config", default="")
+    pre.add_argument("--resume", default=None)
     cfg_args, _ = pre.parse_known_args(argv)
+    # --resume RUN alone continues the run as it was: its args.yaml is the defaults, under a config file and
+    # the command line (which may change what keeps the run exact: more epochs, another log interval, ...).
+    saved = _resumed_run_args(cfg_args.resume or (defaults or {}).get("resume") or "", parser)
+    if saved:
+        parser.set_defaults(**saved)
     if cfg_args.config:
         parser.set_defaults(**_load_config(cfg_args.config, parser))
     args = parser.parse_args(argv)
     if args.smoothing is None:
         args.smoothing = _default_smoothing(args.mixup)
+    if saved:
+        _check_resume_is_exact(saved, args)
     return args
+
+
+# What a resumed run must keep to continue the run it resumes (the checkpoint's weights, optimizer state, data
+# order and mixing draws depend on them).
+RESUME_FIXED = ("model", "model_kwargs", "num_classes", "in_chans", "batch_size", "grad_accum_steps", "mixup",
+                "mixup_kwargs", "cutmix", "seed")
+
+
+def _resumed_run_args(resume: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The arguments of the run ``--resume`` names (its args.yaml), as parser defaults; {} when there is
+    none to read (setup then says what is missing)."""
+    from .checkpoint import CheckpointError, find_checkpoint
+
+    if not resume:
+        return {}
+    try:
+        _, run_dir = find_checkpoint(resume)
+    except CheckpointError:
+        return {}
+    path = Path(run_dir) / "args.yaml"
+    if not path.is_file():
+        return {}
+    with open(path) as f:
+        saved = yaml.safe_load(f) or {}
+    known = {a.dest for a in parser._actions} - {"resume", "config", "help"}
+    saved = {k: v for k, v in saved.items() if k in known}
+    if "mixup" in saved:
+        saved["mixup"] = mixup_arg(saved["mixup"])
+    return saved
+
+
+def _check_resume_is_exact(saved: Mapping[str, Any], args: argparse.Namespace) -> None:
+    def shown(value: Any) -> str:
+        return repr(str(value)) if isinstance(value, str) or is_mixup_method(value) else repr(value)
+
+    now = args_to_yaml_dict(args)
+    changed = [f"--{k.replace('_', '-')} {shown(saved[k])} -> {shown(now[k])}" for k in RESUME_FIXED
+               if k in saved and now.get(k) != saved[k]]
+    if changed:
+        raise ValueError(f"--resume {args.resume}: these settings differ from the run's args.yaml, so the run could "
+                         f"not continue as the run it is: {'; '.join(changed)}. Drop them to continue it, or start "
+                         "a new run from its weights (--initial-checkpoint <run>/model.safetensors)")
 
 
 def _default_smoothing(mixup: float | str) -> float:

@@ -244,6 +244,8 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
     summary = {"run_dir": str(run.run_dir), "world_size": run.world, "complete": True,
                "epochs_trained": run.num_epochs, "num_updates": run.state.num_updates,
                "eval_samples": eval_metrics.get("samples"), "final": run.rows[-1] if run.rows else None,
+               # The split the numbers are on: Fashion-MNIST's test split, else the --val-split folder.
+               "eval_split": "test" if args.dataset == "fashion_mnist" else args.val_split,
                "train_seconds": elapsed, "images_per_second": run.images_seen / elapsed if elapsed > 0 else None,
                "process_cpu_seconds": cpu_seconds,
                "global_batch_size": args.batch_size * run.world * args.grad_accum_steps}
@@ -277,6 +279,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             train_loss = train_one_epoch(run, epoch)
             eval_metrics = evaluate_epoch(run)
             end_epoch(run, epoch, train_loss, eval_metrics)
+        if run.state.epoch >= run.num_epochs and not eval_metrics:
+            # --resume of a finished run: nothing to train; its final weights are evaluated once more.
+            run.accelerator.print(f"the run had already finished its {run.num_epochs} epochs: evaluating its weights")
+            eval_metrics = evaluate_epoch(run)
         summary = finish(run, time.perf_counter() - t_start, time.process_time() - cpu_start, eval_metrics)
     finally:
         if run.mixup_fn is not None and hasattr(run.mixup_fn, "remove"):

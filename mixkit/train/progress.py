@@ -1,7 +1,9 @@
 """The training progress bar (main process only): loss, lr, images/s and the share of time spent
-waiting for data."""
+waiting for data. When stderr is not a terminal (a log file, a batch job), one plain line per ``show()``
+(every ``--log-interval`` steps) instead of a bar that fills the log with carriage returns."""
 from __future__ import annotations
 
+import sys
 import time
 
 from tqdm.auto import tqdm
@@ -19,16 +21,20 @@ class EpochProgress:
         enabled: Draw the bar (the main process; off with --no-progress).
         world_size: Processes; images/s counts all of them.
         desc: Bar label prefix.
+        interactive: Draw a bar (True) or print lines (False). None: a bar when stderr is a terminal.
     """
 
     def __init__(self, total: int, *, epoch: int, start: int = 0, enabled: bool = True, world_size: int = 1,
-                 desc: str = "train") -> None:
+                 desc: str = "train", interactive: bool | None = None) -> None:
+        self.interactive = sys.stderr.isatty() if interactive is None else interactive
+        self.enabled, self.total, self.label = enabled, total, f"{desc} {epoch}"
+        self.done = start
         self.world_size = world_size
         self.data_s = 0.0
         self.compute_s = 0.0
         self.images = 0
         self._t = time.perf_counter()
-        self.bar = tqdm(total=total, initial=start, desc=f"{desc} {epoch}", disable=not enabled,
+        self.bar = tqdm(total=total, initial=start, desc=self.label, disable=not (enabled and self.interactive),
                         dynamic_ncols=True, leave=True, mininterval=0.5)
 
     def wait_done(self) -> None:
@@ -41,6 +47,7 @@ class EpochProgress:
         self.compute_s += now - self._t
         self._t = now
         self.images += batch_size * self.world_size
+        self.done += 1
         self.bar.update(1)
 
     @property
@@ -56,8 +63,11 @@ class EpochProgress:
     def show(self, *, lr: float, **losses: float) -> None:
         """Shows the running losses (``loss``, and a method's extra term by its name), lr and throughput."""
         terms = " ".join(f"{name} {value:.4f}" for name, value in losses.items())
-        self.bar.set_postfix_str(f"{terms} lr {lr:.3g} {self.images_per_s:.0f} img/s "
-                                 f"data {100 * self.data_share:.0f}%", refresh=False)
+        text = f"{terms} lr {lr:.3g} {self.images_per_s:.0f} img/s data {100 * self.data_share:.0f}%"
+        if self.interactive:
+            self.bar.set_postfix_str(text, refresh=False)
+        elif self.enabled:
+            print(f"{self.label}: {self.done}/{self.total} {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.close()

@@ -32,6 +32,11 @@ from .summary import read_summary, summary_columns
 __all__ = ["Run", "build_mixup", "load_method_state", "method_state", "resolve_lr", "setup", "validate_args"]
 
 
+# timm.scheduler.create_scheduler_v2's names (timm 1.0.31's docstring; timm has no list to ask). Its 'none'
+# is left out: the engine steps a schedule every epoch.
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "plateau", "poly", "constant", "wsd", "rsqrt")
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Checks that need no data and no model; raises ValueError naming the fix."""
     if args.batch_size < 1:
@@ -45,6 +50,11 @@ def validate_args(args: argparse.Namespace) -> None:
     check_timm_mixup(timm_mixup_args(args, num_classes=args.num_classes or 1000), args.mixup_kwargs)
     if args.input_size is not None and args.input_size[1] != args.input_size[2]:
         raise ValueError(f"--input-size {args.input_size}: only square images are supported, use equal H and W")
+    if args.loader == "memory":
+        raise ValueError("--loader memory is mixkit.data's Python-only backend (tensors already in memory): from "
+                         "the command line use --dataset fashion_mnist (read into memory) or --loader torch/ffcv/dali")
+    if args.sched not in SCHEDULERS:
+        raise ValueError(f"unknown --sched {args.sched!r}: timm's create_scheduler_v2 knows {', '.join(SCHEDULERS)}")
     from timm.optim import list_optimizers
 
     opt = args.opt.lower().split("_")[-1]
@@ -96,6 +106,18 @@ def _create_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> 
 
             load_checkpoint(model, str(path))
     return model
+
+
+def _check_img_size(model: nn.Module, img_size: int, name: str) -> None:
+    """Refuses an image smaller than the model's total stride: its last feature map would be a padding
+    artefact of 1x1 cells computed from less than one input pixel each (a silent, meaningless run)."""
+    from ..mix.layers import feature_info_entries
+
+    stages = feature_info_entries(model)
+    reduction = int(stages[-1]["reduction"]) if stages else 1
+    if img_size < max(reduction, 2):
+        raise ValueError(f"--img-size {img_size} is smaller than {name}'s total stride {reduction} (its last feature "
+                         f"map would have less than one input pixel per cell): use --img-size >= {max(reduction, 2)}")
 
 
 def _experiment_name(args: argparse.Namespace, img_size: int) -> str:
@@ -222,6 +244,7 @@ def setup(args: argparse.Namespace) -> Run:
 
     cfg = _data_config(args, in_chans, img_size_arg, model)
     img_size = img_size_arg or (spec.native_size if spec.native_size else cfg["input_size"][-1])
+    _check_img_size(model, img_size, args.model)
     mean = tuple(args.mean) if args.mean else (spec.default_mean or cfg["mean"])
     std = tuple(args.std) if args.std else (spec.default_std or cfg["std"])
     if len(mean) != in_chans or len(std) != in_chans:
