@@ -117,6 +117,42 @@ def _patches_mean(plan: torch.Tensor, image: torch.Tensor, grid: tuple[int, int]
                          align_corners=False)[0].clamp(0, 1)
 
 
+def layer_features(model: nn.Module, layer: str, pixels: torch.Tensor, *, mean: tuple[float, ...],
+                   std: tuple[float, ...]) -> torch.Tensor:
+    """The (B, C, h, w) output of ``layer`` for (B, C, H, W) ``pixels`` in [0, 1], normalised as the model was
+    trained; one eval-mode, no-grad forward, every module's training mode restored afterwards.
+
+    Raises:
+        TypeError: The layer does not output one feature map.
+    """
+    from .mix.layers import get_layer
+
+    captured: list[torch.Tensor] = []
+    handle = get_layer(model, layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+        with torch.no_grad():
+            model(((pixels - mean_t) / std_t).to(next(model.parameters()).device))
+    finally:
+        handle.remove()
+        for module, mode in modes.items():
+            module.training = mode
+    if len(captured) != 1 or not isinstance(captured[0], torch.Tensor) or captured[0].ndim != 4:
+        raise TypeError(f"layer {layer!r} must output one (B, C, h, w) feature map for the visualisation")
+    return captured[0]
+
+
+def show_image(ax: Any, img: torch.Tensor, name: str = "", *, fontsize: int = 11) -> None:
+    """One (C, H, W) image in [0, 1] on a matplotlib axis, greyscale for one channel, without ticks."""
+    pixels = img.permute(1, 2, 0).numpy()
+    ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
+    ax.set_title(name, fontsize=fontsize)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def align_images(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, mean: tuple[float, ...],
                  std: tuple[float, ...], layer: str | None = None, solver: str = "default",
                  eps: float | None = None) -> Alignment:
@@ -132,28 +168,13 @@ def align_images(model: nn.Module, a: torch.Tensor, b: torch.Tensor, *, mean: tu
         solver: mixkit.ot solver name ('default': AlignMixup's and ``mixkit viz``'s default).
         eps: Entropic regularisation (None: the solver's default, as AlignMixup uses it).
     """
-    from .mix.layers import default_feature_layer, get_layer, resolve_layer
+    from .mix.layers import default_feature_layer, resolve_layer
     from .ot import transport_plan
 
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"a and b must be (C, H, W) images of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     layer = default_feature_layer(model) if layer is None else resolve_layer(model, layer)
-    captured: list[torch.Tensor] = []
-    handle = get_layer(model, layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
-    was_training = model.training
-    model.eval()
-    try:
-        mean_t = torch.tensor(mean).view(1, -1, 1, 1)
-        std_t = torch.tensor(std).view(1, -1, 1, 1)
-        device = next(model.parameters()).device
-        with torch.no_grad():
-            model(((torch.stack([a, b]) - mean_t) / std_t).to(device))
-    finally:
-        handle.remove()
-        model.train(was_training)
-    if len(captured) != 1 or not isinstance(captured[0], torch.Tensor) or captured[0].ndim != 4:
-        raise TypeError(f"layer {layer!r} must output one (B, C, h, w) feature map for the visualisation")
-    fmap = captured[0].float().cpu()
+    fmap = layer_features(model, layer, torch.stack([a, b]), mean=mean, std=std).float().cpu()
     grid = (fmap.shape[2], fmap.shape[3])
     points = fmap.flatten(2).transpose(1, 2)  # (2, n, C)
     plan = transport_plan(points[:1], points[1:], solver=solver, eps=eps)[0]
@@ -200,13 +221,7 @@ def plot_alignment(al: Alignment, path: str | os.PathLike, *, lam: float = 0.5,
     row = al.plan[cell[0] * w + cell[1]]
     share = (row / row.sum()).reshape(h, w)
 
-    def show(ax: Any, img: torch.Tensor, name: str) -> None:
-        pixels = img.permute(1, 2, 0).numpy()
-        ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(name, fontsize=11)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
+    show = show_image
     _, height, width = al.a.shape
     fig, axes = plt.subplots(2, 4, figsize=(FIGURE_SIZE[0] / _DPI, FIGURE_SIZE[1] / _DPI), dpi=_DPI)
     try:

@@ -90,43 +90,33 @@ def decode_mixes(mix: Any, a: torch.Tensor, b: torch.Tensor, *, mean: tuple[floa
         eps: Entropic regularisation (None: the solver's default).
     """
     from .mix import align_mix_features
-    from .mix.layers import get_layer
+    from .viz import layer_features
 
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"a and b must be (C, H, W) images of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    model = mix.model
-    device = next(model.parameters()).device
     mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     size = a.shape[-2:]
-    captured: list[torch.Tensor] = []
-    handle = get_layer(model, mix.layer).register_forward_hook(lambda _m, _i, out: captured.append(out))
-    modes = {m: m.training for m in (*model.modules(), *mix.decoder.modules())}
-
-    def encode(pixels: torch.Tensor) -> torch.Tensor:
-        captured.clear()
-        model(((pixels - mean_t) / std_t).to(device))
-        return captured[0]
+    # One eval-mode forward for a, b and the input mixes (BatchNorm in eval: each image as if alone).
+    inputs = torch.stack([a, b, *(lam * a + (1 - lam) * b for lam in LAMS)])
+    features = layer_features(mix.model, mix.layer, inputs, mean=mean, std=std)
+    fa, fb, input_mixes = features[:1], features[1:2], features[2:]
 
     def decode(features: torch.Tensor) -> list[torch.Tensor]:
         images = mix.decode(features, size).float().cpu() * std_t + mean_t
         return list(images.clamp(0, 1))
 
+    was_training = mix.decoder.training
     try:
-        model.eval()
         mix.decoder.eval()
         with torch.no_grad():
-            fa, fb = encode(a[None]), encode(b[None])
-            rows: dict[str, list[torch.Tensor]] = {}
-            rows["input"] = decode(torch.cat([encode(lam * a[None] + (1 - lam) * b[None]) for lam in LAMS]))
+            rows: dict[str, list[torch.Tensor]] = {"input": decode(input_mixes)}
             rows["manifold"] = decode(torch.cat([lam * fa + (1 - lam) * fb for lam in LAMS]))
             for direction in ("to_a", "to_b"):
                 rows[direction] = decode(torch.cat([align_mix_features(fa, fb, lam, direction=direction, solver=solver,
                                                                        eps=eps) for lam in LAMS]))
             decoded_a, decoded_b = decode(torch.cat([fa, fb]))
     finally:
-        handle.remove()
-        for module, mode in modes.items():
-            module.training = mode
+        mix.decoder.train(was_training)
     return DecodedMixes(a=a, b=b, decoded_a=decoded_a, decoded_b=decoded_b, rows=rows, layer=mix.layer)
 
 
@@ -138,13 +128,10 @@ def plot_decoded(mixes: DecodedMixes, path: str | os.PathLike, *, title: str = "
     import matplotlib.pyplot as plt
 
     from .atomic import save_figure_atomic
+    from .viz import show_image
 
     def show(ax: Any, img: torch.Tensor, name: str = "") -> None:
-        pixels = img.permute(1, 2, 0).numpy()
-        ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(name, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        show_image(ax, img, name, fontsize=10)
 
     fig, axes = plt.subplots(1 + len(ROWS), len(LAMS), dpi=_DPI,
                              figsize=(DECODED_FIGURE_SIZE[0] / _DPI, DECODED_FIGURE_SIZE[1] / _DPI))

@@ -39,31 +39,32 @@ def add_part_param_groups(optimizer: torch.optim.Optimizer, parts: Mapping[str, 
                 optimizer.add_param_group(group)
 
 
+def _broadcast_from_rank0(tensors: list[torch.Tensor]) -> None:
+    """Rank 0's values into ``tensors`` in place, one collective per dtype (flattened)."""
+    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        by_dtype.setdefault(tensor.dtype, []).append(tensor)
+    with torch.no_grad():
+        for group in by_dtype.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            for t in group:
+                t.copy_(flat[offset:offset + t.numel()].reshape(t.shape))
+                offset += t.numel()
+
+
+def _buffers(parts: Mapping[str, nn.Module]) -> list[torch.Tensor]:
+    return [b for name in sorted(parts) for b in parts[name].buffers()]
+
+
 def broadcast_parts(parts: Mapping[str, nn.Module]) -> None:
     """Gives every process rank 0's weights and buffers of the parts (what DDP does for the model when it
     wraps it): the parts start equal however each process seeded, and averaged gradients keep them equal.
     A no-op in one process."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
-    with torch.no_grad():
-        for name in sorted(parts):
-            for tensor in [*parts[name].parameters(), *parts[name].buffers()]:
-                dist.broadcast(tensor.data, src=0)
-
-
-def _broadcast_buffers(parts: Mapping[str, nn.Module]) -> None:
-    by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-    for name in sorted(parts):
-        for buffer in parts[name].buffers():
-            by_dtype.setdefault(buffer.dtype, []).append(buffer)
-    with torch.no_grad():
-        for group in by_dtype.values():  # one collective per dtype (BatchNorm: float statistics, int64 counter)
-            flat = torch.cat([b.reshape(-1) for b in group])
-            dist.broadcast(flat, src=0)
-            offset = 0
-            for b in group:
-                b.copy_(flat[offset:offset + b.numel()].reshape(b.shape))
-                offset += b.numel()
+    _broadcast_from_rank0([p.data for name in sorted(parts) for p in parts[name].parameters()] + _buffers(parts))
 
 
 def sync_part_gradients(parts: Mapping[str, nn.Module]) -> None:
@@ -75,7 +76,7 @@ def sync_part_gradients(parts: Mapping[str, nn.Module]) -> None:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
-    _broadcast_buffers(parts)
+    _broadcast_from_rank0(_buffers(parts))  # BatchNorm statistics: rank 0's, as DDP's broadcast_buffers
     params = part_parameters(parts)
     if not params:
         return

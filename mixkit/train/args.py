@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import ast
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -315,19 +314,15 @@ RESUME_FIXED = ("model", "model_kwargs", "num_classes", "in_chans", "batch_size"
 def _resumed_run_args(resume: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     """The arguments of the run ``--resume`` names (its args.yaml), as parser defaults; {} when there is
     none to read (setup then says what is missing)."""
+    from ..rundir import load_run_args
     from .checkpoint import CheckpointError, find_checkpoint
 
     if not resume:
         return {}
     try:
-        _, run_dir = find_checkpoint(resume)
-    except CheckpointError:
+        saved = load_run_args(find_checkpoint(resume)[1])
+    except (CheckpointError, FileNotFoundError, ValueError):
         return {}
-    path = Path(run_dir) / "args.yaml"
-    if not path.is_file():
-        return {}
-    with open(path) as f:
-        saved = yaml.safe_load(f) or {}
     known = {a.dest for a in parser._actions} - {"resume", "config", "help"}
     saved = {k: v for k, v in saved.items() if k in known}
     if "mixup" in saved:
