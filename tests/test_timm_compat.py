@@ -118,6 +118,7 @@ def make_loader(root: Path, args, collate_fn):
     return create_loader(
         dataset, input_size=(3, IMG, IMG), batch_size=BATCH, is_training=True, use_prefetcher=args.prefetcher,
         device=torch.device("cpu"), collate_fn=collate_fn, num_workers=0,
+        persistent_workers=False,  # timm 1.0.12 defaults it to True, which torch refuses without workers
     )
 
 

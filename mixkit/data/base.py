@@ -107,7 +107,24 @@ class LoaderBase(ABC):
         """Backend batches of one epoch: images NCHW float, labels of any integer dtype and shape (N,)
         or (N, 1)."""
 
+    def _check_process_group(self) -> None:
+        # A loader resolves its rank when it is built. Built before the process group started (at module
+        # level of a Lightning script, before Accelerator()), every process would read the shard of rank 0
+        # of 1 and train on duplicated data without a word: refuse that at the first batch instead.
+        c = self.config
+        if not (c.ranks_resolved and torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        if (rank, world_size) != (c.rank, c.world_size):
+            raise RuntimeError(
+                f"this {self.backend!r} loader was built as rank {c.rank} of {c.world_size}, but it runs in rank {rank} "
+                f"of {world_size} of the process group started since: every process would read the same shard. "
+                "Create the loader after the process group starts (in LightningModule.train_dataloader() or "
+                "LightningDataModule.setup(); after Accelerator() in an Accelerate script), or pass rank= and "
+                "world_size= explicitly")
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self._check_process_group()
         epoch = self.epoch
         self.epoch += 1
         device = self.config.device

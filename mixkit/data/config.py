@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -112,6 +112,9 @@ class LoaderConfig:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    # True when rank and world_size were resolved here rather than given: a loader then checks, when it
+    # starts an epoch, that the process group has not changed under it (see LoaderBase.__iter__).
+    ranks_resolved: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         def put(name, value):  # frozen: resolved values are set once, here
@@ -124,6 +127,7 @@ class LoaderConfig:
         put("is_training", bool(self.is_training))
         put("channels_last", bool(self.channels_last))
         put("drop_last", self.is_training if self.drop_last is None else bool(self.drop_last))
+        put("ranks_resolved", self.rank is None or self.world_size is None)
         rank, world_size = resolve_rank(self.rank, self.world_size)
         put("rank", rank)
         put("world_size", world_size)
@@ -146,5 +150,5 @@ class LoaderConfig:
 
 def config_fields() -> frozenset[str]:
     """Names of the ``LoaderConfig`` options (the keywords ``create_loader`` routes to it)."""
-    return frozenset(f.name for f in dataclasses.fields(LoaderConfig))
+    return frozenset(f.name for f in dataclasses.fields(LoaderConfig) if f.init)
 

@@ -21,10 +21,12 @@ from .input_mix import InputMixup
 from .manifold import ManifoldMixup, manifold_mix_features
 from .saliency import input_gradient
 from .targets import mix_inputs, soft_targets
+from .transform import BatchMix
 
 __all__ = [
     "PAIRINGS",
     "AlignMixup",
+    "BatchMix",
     "Draw",
     "FeatureMixupBase",
     "InputMixup",

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .checks import check_float_tensor
+from .pot_solver import import_pot
 
 
 def emd(cost: torch.Tensor) -> torch.Tensor:
@@ -17,8 +18,7 @@ def emd(cost: torch.Tensor) -> torch.Tensor:
     Returns:
         Plans (B, n, m) in fp64 on the cost's device.
     """
-    import ot
-
+    ot = import_pot()
     check_float_tensor(cost, "cost", 3)
     np_cost = cost.detach().to("cpu", torch.float64).numpy()
     B, n, m = np_cost.shape

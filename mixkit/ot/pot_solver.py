@@ -12,8 +12,20 @@ from .entry import solver_entry
 from .info import SolverInfo
 from .metrics import plan_marginal_error
 
+POT_MISSING = ("POT is not installed: the 'pot' solver and mixkit.ot.emd need it. Install it with "
+               "`pip install 'mixkit[pot]'` (or `pip install pot`), or pick another solver ('default', 'torch', 'numba')")
+
 DEFAULT_POT_MAX_ITER = 1000
 DEFAULT_POT_TOL = 1e-4
+
+
+def import_pot():
+    """POT's ``ot`` module, or an ImportError that says how to install it (POT is an optional extra)."""
+    try:
+        import ot
+    except ImportError as exc:
+        raise ImportError(POT_MISSING) from exc
+    return ot
 
 
 def _solve_batch():
@@ -45,8 +57,7 @@ def _sinkhorn_pot(
     Returns:
         Plans (B, n, m) on the cost's device and dtype (fp32 at least).
     """
-    import ot
-
+    ot = import_pot()
     out_dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
     np_cost = cost.detach().to("cpu", out_dtype).numpy()
     B, n, m = np_cost.shape
