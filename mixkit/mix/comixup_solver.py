@@ -214,7 +214,7 @@ def assign_blocks(
     blocks = height * width
     thres, beta, gamma, eta = thres * blocks, beta / blocks, gamma / blocks, eta / blocks
     totals = saliency.reshape(n, -1).sum(1)
-    totals = torch.where(totals > 0, totals, torch.ones_like(totals))  # no gradient at all: no salient block
+    totals = torch.where(totals > 0, totals, torch.ones_like(totals))  # no gradient at all: zero saliency
     cost = -(saliency / totals.reshape(n, 1, 1)).float()
     cost = cost - eta * torch.log(torch.as_tensor(prior, dtype=torch.float32).reshape(n, 1, 1) + 1e-8)
     masks = _one_hot(torch.as_tensor(init), n)
