@@ -279,3 +279,37 @@ def test_live_against_the_authors_code_on_a_models_saliency(tmp_path: Path) -> N
         np.testing.assert_array_equal(ours, theirs.numpy())
     assert torch.equal(out, their_out)
     torch.testing.assert_close(target, their_target, rtol=0, atol=1e-6)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_mix_and_targets_follow_the_host_masks() -> None:
+    """The saliency pass runs on the device, the graph cuts on the host; the mosaics and targets come back
+    to the batch's device and follow the masks of ``last_draw``."""
+    torch.manual_seed(0)
+    model = Net().cuda()
+    x, y = torch.randn(6, 3, 16, 16, device="cuda"), torch.tensor([0, 1, 2, 3, 0, 1], device="cuda")
+    with create_mixup("comixup", model=model, num_classes=4, label_smoothing=0.0, m_part=4) as mix:
+        np.random.seed(0)
+        with torch.autocast("cuda", dtype=torch.bfloat16):  # as mixkit-train calls a saliency method
+            out, target = mix(x.clone(), y)
+        draw = mix.last_draw
+    assert out.device == x.device and target.device == x.device and out.dtype == x.dtype
+    expected = torch.cat([mix_blocks(x[part].cpu(), torch.from_numpy(mask))
+                          for part, mask in zip(_parts(6, 4), draw.masks, strict=True)])
+    torch.testing.assert_close(out.cpu(), expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(target.cpu(), torch.from_numpy(draw.weights) @ F.one_hot(y.cpu(), 4).float())
+
+
+def test_under_autocast_the_mosaic_keeps_the_inputs_dtype_and_values() -> None:
+    """mixkit-train calls a saliency method inside its autocast: the mosaic must not be rounded to bf16."""
+    torch.manual_seed(0)
+    model = Net()
+    x, y = torch.randn(4, 3, 16, 16), torch.arange(4)
+    with create_mixup("comixup", model=model, num_classes=4) as mix:
+        np.random.seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = mix(x.clone(), y)
+        masks = mix.last_draw.masks[0]
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, mix_blocks(x, torch.from_numpy(masks)), rtol=0, atol=0)

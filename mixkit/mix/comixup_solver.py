@@ -249,7 +249,10 @@ def mix_blocks(x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The outputs: every block of every output from the input(s) its mask names, (n_out, C, H, W).
 
     The (n_out, h, w, n) masks are scaled to the image by nearest-neighbour interpolation, as the authors'.
+    The sum runs in ``x``'s dtype with autocast off: it selects pixels (weights 0, 0.5, 1), which a bf16
+    autocast would round.
     """
-    weights = masks.to(device=x.device, dtype=x.dtype).permute(0, 3, 1, 2)
-    weights = F.interpolate(weights, size=x.shape[-2:], mode="nearest")
-    return torch.einsum("oihw,ichw->ochw", weights, x)
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        weights = masks.to(device=x.device, dtype=x.dtype).permute(0, 3, 1, 2)
+        weights = F.interpolate(weights, size=x.shape[-2:], mode="nearest")
+        return torch.einsum("oihw,ichw->ochw", weights, x)
