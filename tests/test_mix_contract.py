@@ -65,8 +65,12 @@ def _create(name: str, model: nn.Module, **kwargs):
 
 
 def _expected_targets(y: torch.Tensor, draw: Draw, smoothing: float) -> torch.Tensor:
-    """timm's mixup_target re-stated for one draw: lam_i * e(y_i) + (1 - lam_i) * e(y_partner(i)), smoothed."""
+    """timm's mixup_target re-stated for one draw: lam_i * e(y_i) + (1 - lam_i) * e(y_partner(i)), smoothed;
+    sum_j w_ij e(y_j) for a draw with label weights (several inputs per output)."""
     batch = len(y)
+    if draw.weights is not None:
+        assert draw.weights.shape == (batch, batch) and np.allclose(draw.weights.sum(1), 1.0)
+        return torch.from_numpy(draw.weights).double() @ _expected_targets(y, Draw(), smoothing)
     lam = np.full(batch, draw.lam, dtype=np.float64) if isinstance(draw.lam, float) else draw.lam.astype(np.float64)
     partner = np.arange(batch)[::-1] if draw.partner is None else draw.partner
     off, on = smoothing / NUM_CLASSES, 1 - smoothing + smoothing / NUM_CLASSES
@@ -121,7 +125,7 @@ def test_odd_batch_middle_sample_keeps_its_target_under_the_flip_pairing(name: s
     x, y = _batch(3)
     with _create(name, model, label_smoothing=0.0) as mix:
         if mix.pairing != "flip":
-            pytest.skip(f"{name} pairs by a random permutation: there is no middle sample")
+            pytest.skip(f"{name} does not pair by flip (pairing {mix.pairing!r}): there is no middle sample")
         for seed in range(6):
             np.random.seed(seed)
             x_in, target = mix(x.clone(), y)

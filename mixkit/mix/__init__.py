@@ -1,4 +1,4 @@
-"""Mixing methods behind timm's Mixup interface: mixup, CutMix, Manifold Mixup and AlignMixup, by name.
+"""Mixing methods behind timm's Mixup interface: mixup, CutMix, Manifold Mixup, AlignMixup and Co-Mixup, by name.
 
 ``mixup_fn = create_mixup(name, model=model, **kwargs)``; ``x, target = mixup_fn(x, target)``; every
 mixing function is a context manager (``with create_mixup(...) as mix:`` removes its hooks at the end).
@@ -8,6 +8,7 @@ The method contract is ``MixupBase`` (``base.py``); docs/mixing.md says how to a
 
 from .alignmixup import AlignMixup, align_mix_features, feature_points, flip_pair_plans
 from .base import PAIRINGS, Draw, MixupBase
+from .comixup import CoMixup, CoMixupDraw
 from .factory import (
     create_mixup,
     get_mixup_class,
@@ -27,6 +28,8 @@ __all__ = [
     "PAIRINGS",
     "AlignMixup",
     "BatchMix",
+    "CoMixup",
+    "CoMixupDraw",
     "Draw",
     "FeatureMixupBase",
     "InputMixup",

@@ -4,10 +4,13 @@ optional parts a method may have (trainable modules, an extra loss, a saliency p
 A call is three steps, each its own method so that a new method overrides only what it changes:
 
 1. ``draw(x)``: every random choice of this batch as one ``Draw`` value (lam, partner, branch, layer,
-   direction, CutMix boxes), from NumPy's global generator as in timm;
+   direction, CutMix boxes), from NumPy's global generator as in timm; a method whose mix is decided by
+   the model completes the draw in ``resolve(x, target, draw)`` (Co-Mixup: its saliency pass and
+   optimisation, on the clean batch and its labels; a no-op here);
 2. ``apply(x, target, draw, lam, partner)``: mixes the input, or arms a hook (feature-space methods); a
-   method with a saliency pass computes it here, on the clean batch and its labels;
-3. the soft targets: timm's ``mixup_target`` values for ``lam * y + (1 - lam) * y[partner]``.
+   method with a saliency pass may also compute it here, on the clean batch and its labels;
+3. the soft targets: timm's ``mixup_target`` values for ``lam * y + (1 - lam) * y[partner]``, or
+   ``weights @ y`` where the draw has label ``weights`` (methods mixing several inputs per output).
 
 ``last_draw`` keeps the last call's value (for logging, ``rearm()`` and tests); nothing else is set as a
 side effect of a call. The optional parts, no-ops here:
@@ -40,7 +43,7 @@ from .hooks import MethodHook
 from .labels import LabelRangeCheck, watch_model_classes
 from .layers import unwrap_model
 from .rng import beta, permutation, rand
-from .targets import Lam, soft_targets, to_device
+from .targets import Lam, soft_targets, to_device, weighted_targets
 
 __all__ = ["PAIRINGS", "Draw", "MixupBase"]
 
@@ -75,6 +78,9 @@ class Draw:
         direction: AlignMixup's alignment direction in the feature branch ('to_a' or 'to_b').
         cut: (B,) bool, the samples mixed by a CutMix box (None: no CutMix).
         boxes: (B, 4) int64 boxes (y0, y1, x0, x1) of the cut samples (rows of the others are unused).
+        weights: (B, B) float32 label weights, rows summing to 1, for methods that mix several inputs into
+            each output (Co-Mixup): output i's target is ``sum_j weights[i, j] * y_j``, and lam and partner
+            are not used for the targets. None: the targets follow lam and partner.
     """
 
     lam: float | np.ndarray = 1.0
@@ -84,6 +90,7 @@ class Draw:
     direction: str | None = None
     cut: np.ndarray | None = None
     boxes: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     @property
     def mixed(self) -> bool:
@@ -243,6 +250,12 @@ class MixupBase:
         """Every random choice for the batch ``x`` (its shape only), as one ``Draw``."""
         raise NotImplementedError
 
+    def resolve(self, x: torch.Tensor, target: torch.Tensor, draw: Draw) -> Draw:
+        """Completes ``draw`` with what the model decides (a saliency pass on the clean batch ``x`` and its
+        checked labels ``target``): the draw itself here. Co-Mixup computes its masks and label
+        ``weights`` here, so that ``last_draw`` holds the mix that was applied."""
+        return draw
+
     # -- the mix ------------------------------------------------------------------------------------
     def device_weights(self, draw: Draw, x: torch.Tensor) -> tuple[Lam, torch.Tensor | None]:
         """The draw's lam and partner indices on ``x``'s device (one copy each, shared by ``apply`` and the
@@ -275,10 +288,14 @@ class MixupBase:
         check_targets(target, batch_size, self.num_classes, self.multi_label)
         if not self.multi_label:
             self.check_labels(target)
-        draw = self.draw(x)
+        draw = self.resolve(x, target, self.draw(x))
         lam, partner = self.device_weights(draw, x)
         x = self.apply(x, target, draw, lam, partner)
         self.last_draw = draw
+        if draw.weights is not None:
+            target = weighted_targets(target, to_device(draw.weights, x.device), num_classes=self.num_classes,
+                                      label_smoothing=self.label_smoothing, multi_label=self.multi_label)
+            return x, target
         target = soft_targets(target, lam, num_classes=self.num_classes, label_smoothing=self.label_smoothing,
                               multi_label=self.multi_label, partner=partner, device=x.device)
         return x, target

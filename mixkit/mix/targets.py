@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["Lam", "flip_lam", "lam_weights", "mix_inputs", "pair_with", "soft_targets", "to_device"]
+__all__ = ["Lam", "flip_lam", "lam_weights", "mix_inputs", "pair_with", "smoothed_targets", "soft_targets", "to_device",
+           "weighted_targets"]
 
 Lam = float | torch.Tensor
 
@@ -89,11 +90,35 @@ def soft_targets(
         target = target.to(device)
     if isinstance(lam, torch.Tensor):
         lam = lam.to(device=target.device, dtype=torch.float32).reshape(-1, 1)
-    if multi_label:
-        y1 = target.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
-    else:
-        off_value = label_smoothing / num_classes
-        on_value = 1.0 - label_smoothing + off_value
-        classes = torch.arange(num_classes, device=target.device)
-        y1 = torch.where(target.long().unsqueeze(1) == classes, on_value, off_value).float()
+    y1 = smoothed_targets(target, num_classes=num_classes, label_smoothing=label_smoothing, multi_label=multi_label)
     return y1 * lam + pair_with(y1, partner) * (1.0 - lam)
+
+
+def smoothed_targets(target: torch.Tensor, *, num_classes: int, label_smoothing: float,
+                     multi_label: bool = False) -> torch.Tensor:
+    """timm's smoothed one-hot targets (or smoothed multi-label targets), (B, num_classes) float32, unmixed."""
+    if multi_label:
+        return target.float() * (1.0 - label_smoothing) + 0.5 * label_smoothing
+    off_value = label_smoothing / num_classes
+    on_value = 1.0 - label_smoothing + off_value
+    classes = torch.arange(num_classes, device=target.device)
+    return torch.where(target.long().unsqueeze(1) == classes, on_value, off_value).float()
+
+
+def weighted_targets(target: torch.Tensor, weights: torch.Tensor, *, num_classes: int, label_smoothing: float,
+                     multi_label: bool = False) -> torch.Tensor:
+    """Soft targets of outputs that mix several inputs each: ``weights @ y`` over the smoothed targets ``y``.
+
+    Args:
+        target: (B,) class indices (or (B, num_classes) with ``multi_label``).
+        weights: (B_out, B) label weights, rows summing to 1 (Co-Mixup's share of each input in each output).
+        num_classes: Number of classes.
+        label_smoothing: timm's label smoothing (of every input's target, so of the mixture too).
+        multi_label: Dense multi-label targets.
+
+    Returns:
+        (B_out, num_classes) float32 soft targets on ``weights``' device.
+    """
+    y1 = smoothed_targets(target.to(weights.device), num_classes=num_classes, label_smoothing=label_smoothing,
+                          multi_label=multi_label)
+    return weights.float() @ y1
