@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from mixkit.data.imagefolder import DEFAULT_VALIDATE, VALIDATE_HELP, VALIDATE_MODES
 from mixkit.mix import list_mixups, mixup_preset
 from mixkit.timm_compat import MixupArgumentError, is_mixup_method, mixup_arg
 
@@ -57,6 +58,7 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                         "'' skips evaluation")
     g.add_argument("--loader", default="torch", metavar="NAME",
                    help="mixkit.data backend: torch (default), ffcv or dali")
+    g.add_argument("--validate", choices=VALIDATE_MODES, default=DEFAULT_VALIDATE, help=VALIDATE_HELP)
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:

@@ -271,7 +271,7 @@ def setup(args: argparse.Namespace) -> Run:
                     in_chans=in_chans, img_size=img_size, mean=list(mean), std=list(std), crop_pct=crop_pct,
                     dataset=spec.dataset, data_dir=str(spec.train_source if spec.dataset else args.data_dir),
                     val_split="test" if spec.dataset == "fashion_mnist" else args.val_split, lr=lr,
-                    parts=sorted(parts))
+                    parts=sorted(parts), classes=train_loader.classes)
     if resume_ckpt is None and list_checkpoints(run_dir):
         raise ValueError(f"run directory {run_dir} already holds checkpoints: continue it with --resume {run_dir}, "
                          "or choose another --experiment (nothing is overwritten)")
