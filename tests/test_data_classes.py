@@ -157,6 +157,26 @@ def test_mixkit_train_scores_a_split_missing_a_class_by_name(tmp_path):
     assert str(data / "val") in str(e.value)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["ffcv", "dali-wds"])
+def test_mixkit_train_reads_the_classes_of_converted_data(backend, tmp_path):
+    """--loader ffcv and dali on webdataset shards need no --num-classes: the sidecar / index lists the
+    classes (issue 20); the split missing one is still labelled by name."""
+    from train_fixtures import train_in_process
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, classes in (("train", CLASSES), ("val", ["apple", "date"])):
+        src = source(backend, make_split(tmp_path / "images" / split, classes, per_class=2), tmp_path)
+        shutil.move(str(src), str(data / (f"{split}.beton" if backend == "ffcv" else split)))
+        if backend == "ffcv":
+            shutil.move(str(src) + ".json", str(data / f"{split}.beton.json"))
+    summary = train_in_process(_train_argv(data, tmp_path, "--loader", backend.split("-")[0]))
+    saved = yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())
+    assert saved["num_classes"] == 4 and saved["classes"] == CLASSES
+    assert summary["final"]["eval_top1"] == pytest.approx(100.0) and summary["eval_samples"] == 4
+
+
 # mixkit-eval ----------------------------------------------------------------------------------------------
 
 def fabricate_run(run: Path, data_dir: Path, **extra) -> Path:
