@@ -89,10 +89,10 @@ def capture() -> Callable[[nn.Module], contextlib.AbstractContextManager[list[to
 def _mixkit_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     import os
 
-    previous = os.environ.get("MIXKIT_CACHE_DIR")
-    os.environ["MIXKIT_CACHE_DIR"] = str(tmp_path_factory.mktemp("mixkit-cache"))
+    previous = os.environ.get("MIXKIT_VALIDATE_CACHE")
+    os.environ["MIXKIT_VALIDATE_CACHE"] = str(tmp_path_factory.mktemp("mixkit-cache"))
     yield
     if previous is None:
-        os.environ.pop("MIXKIT_CACHE_DIR", None)
+        os.environ.pop("MIXKIT_VALIDATE_CACHE", None)
     else:
-        os.environ["MIXKIT_CACHE_DIR"] = previous
+        os.environ["MIXKIT_VALIDATE_CACHE"] = previous

@@ -100,7 +100,7 @@ def test_unreadable_or_unwritable_cache_is_not_an_error(folder, tmp_path, monkey
     assert json.loads(VerdictCache(folder.root).path.read_text())["files"]
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("MIXKIT_CACHE_DIR", str(blocker / "cache"))  # under a file: cannot be created
+    monkeypatch.setenv("MIXKIT_VALIDATE_CACHE", str(blocker / "cache"))  # under a file: cannot be created
     with pytest.warns(UserWarning, match="could not write the validation cache"):
         assert len(scan_image_folder(folder.root)) == 6
 

@@ -43,9 +43,9 @@ DEFAULT_VALIDATE = "full"
 # The --validate help of mixkit-train and mixkit-eval, declared once.
 VALIDATE_HELP = ("how ImageFolder files are checked before the first batch: full (default) decodes each file "
                  "once and caches the verdict by path, size and mtime, so later starts, resumes and other "
-                 "processes decode only new or changed files; header reads headers only (finds non-images, "
-                 "unreadable pixel formats and unusable sizes, not truncated data: about 20x faster on a first "
-                 "start); none checks file extensions only")
+                 "processes decode only new or changed files (a cached start costs about one stat per file); header "
+                 "reads headers only (finds non-images, unreadable pixel formats and unusable sizes, not truncated "
+                 "data; for a first start on a large dataset); none checks file extensions only")
 
 _MAX_LISTED = 10
 # PIL modes of 16-bit grey samples (PNG, TIFF); 16-bit RGB(A) PNGs already open as 8-bit RGB(A).

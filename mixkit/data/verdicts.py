@@ -9,7 +9,9 @@ recorded, under the same Pillow version. Written atomically (``mixkit.atomic``),
 process wrote meanwhile: several processes may validate one folder at once, and each leaves a complete
 file. A cache that cannot be read is ignored; one that cannot be written is a warning, never an error.
 
-The cache directory is ``$MIXKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/mixkit``, else ``~/.cache/mixkit``.
+The verdicts go to ``$MIXKIT_VALIDATE_CACHE`` when set, else to ``validate/`` under mixkit's cache folder:
+``$MIXKIT_CACHE`` (the variable benchmarks/deep_features.py reads too), else ``$XDG_CACHE_HOME/mixkit``, else
+``~/.cache/mixkit``.
 """
 from __future__ import annotations
 
@@ -31,11 +33,13 @@ Verdict = tuple[int, int, "str | None", int, int]
 
 
 def cache_dir() -> Path:
-    """Where mixkit keeps its caches (see the module docstring)."""
-    if os.environ.get("MIXKIT_CACHE_DIR"):
-        return Path(os.environ["MIXKIT_CACHE_DIR"]).expanduser()
+    """The folder of the verdict files (see the module docstring)."""
+    if os.environ.get("MIXKIT_VALIDATE_CACHE"):
+        return Path(os.environ["MIXKIT_VALIDATE_CACHE"]).expanduser()
+    if os.environ.get("MIXKIT_CACHE"):
+        return Path(os.environ["MIXKIT_CACHE"]).expanduser() / "validate"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mixkit"
+    return Path(base) / "mixkit" / "validate"
 
 
 class VerdictCache:
@@ -46,6 +50,7 @@ class VerdictCache:
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
+        self._base = os.path.abspath(root)  # keys are paths relative to the root as given (no file-system calls)
         self.root = os.path.realpath(root)
         digest = hashlib.sha256(self.root.encode()).hexdigest()[:20]
         self.path = cache_dir() / f"validate-{digest}.json"
@@ -71,7 +76,7 @@ class VerdictCache:
         return st.st_size, st.st_mtime_ns
 
     def _key(self, path: str) -> str:
-        return os.path.relpath(os.path.realpath(path), self.root)
+        return os.path.relpath(os.path.abspath(path), self._base)
 
     def get(self, path: str) -> tuple[str | None, int, int] | None:
         """(reason, width, height) recorded for ``path`` at its current size and mtime, or None."""
@@ -98,7 +103,7 @@ class VerdictCache:
                                           "files": files}, indent=None)
         except OSError as e:
             warnings.warn(f"could not write the validation cache {self.path} ({e}): the next start decodes every "
-                          "image again; set MIXKIT_CACHE_DIR to a writable folder, or use --validate header",
+                          "image again; set MIXKIT_VALIDATE_CACHE (or MIXKIT_CACHE) to a writable folder, or use --validate header",
                           stacklevel=3)
             return
         self._entries, self._new = files, {}
