@@ -74,6 +74,7 @@ bench: $(VENV)/.all-installed
 	$(PY) benchmarks/solvers.py
 	$(PY) benchmarks/eps.py
 	$(PY) benchmarks/loaders.py
+	$(PY) benchmarks/startup.py
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/overhead.py --preset cnn
 

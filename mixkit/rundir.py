@@ -2,7 +2,8 @@
 
 ``<output>/<experiment>/`` holds ``args.yaml`` (every training argument, plus the resolved ``model``,
 ``model_kwargs``, ``num_classes``, ``in_chans``, ``img_size``, ``mean``, ``std``, ``dataset``,
-``data_dir`` and ``val_split``), ``summary.csv``/``summary.json``, ``checkpoints/``, and the final
+``data_dir``, ``val_split`` and ``classes``: the training classes in label order, by which mixkit-eval
+labels an evaluation split), ``summary.csv``/``summary.json``, ``checkpoints/``, and the final
 weights ``model.safetensors`` (``model_ema.safetensors`` when EMA is on).
 """
 
@@ -79,8 +80,13 @@ def create_model_from_run(path: str | os.PathLike, *, ema: bool = False,
 
     Returns:
         ``(model, args)``: the model and the run's arguments.
+
+    Raises:
+        ValueError: The weights file is not safetensors, or does not fit the run's model (the message names
+            both and the tensors that differ).
     """
     import timm  # mixkit's own models are registered with timm when mixkit is imported
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -94,8 +100,35 @@ def create_model_from_run(path: str | os.PathLike, *, ema: bool = False,
     args = load_run_args(run_dir)
     model = timm.create_model(args["model"], pretrained=False, num_classes=int(args["num_classes"]),
                               in_chans=int(args["in_chans"]), **(args.get("model_kwargs") or {}))
-    model.load_state_dict(load_file(str(weights), device=str(device)))
+    described = (f"the run's model {args['model']} (num_classes={args['num_classes']}, in_chans={args['in_chans']}"
+                 + (f", model_kwargs={args['model_kwargs']}" if args.get("model_kwargs") else "") + f", from {run_dir / ARGS_FILE})")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"weights file {weights} cannot be read as safetensors ({e}): pass the model.safetensors "
+                         "that mixkit-train wrote") from e
+    problems = _state_dict_mismatch(model, state)
+    if problems:
+        raise ValueError(f"weights file {weights} does not fit {described}: {problems}. The weights come from "
+                         "another model or run: evaluate the run directory they were written in, or pass --model "
+                         "NAME --checkpoint FILE with that model's settings")
+    model.load_state_dict(state)
     return model.to(device).eval(), args
+
+
+def _state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """What differs between a model's tensors and a state dict, in a few words ('' when they fit)."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    parts = []
+    for what, keys in (("tensors of other shapes (file vs model)", shapes), ("missing from the file", missing),
+                       ("not in the model", unexpected)):
+        if keys:
+            parts.append(f"{len(keys)} {what}: {', '.join(keys[:shown])}" + (", ..." if len(keys) > shown else ""))
+    return "; ".join(parts)
 
 
 def create_model_from_weights(name: str, *, checkpoint: str | os.PathLike | None = None, pretrained: bool = False,

@@ -75,3 +75,24 @@ def capture() -> Callable[[nn.Module], contextlib.AbstractContextManager[list[to
     """``with capture(module) as seen:`` records the module's (detached) outputs, as seen after any hooks
     registered earlier: a capture opened after mixkit's hooks sees the mixed output."""
     return _capture
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data (tests/test_data_*.py and everything that scans an ImageFolder)
+#
+# The ImageFolder verdict cache (mixkit.data.verdicts) goes to a folder of this session, never to the
+# user's ~/.cache; subprocesses inherit the variable.
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _mixkit_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    import os
+
+    previous = os.environ.get("MIXKIT_VALIDATE_CACHE")
+    os.environ["MIXKIT_VALIDATE_CACHE"] = str(tmp_path_factory.mktemp("mixkit-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("MIXKIT_VALIDATE_CACHE", None)
+    else:
+        os.environ["MIXKIT_VALIDATE_CACHE"] = previous

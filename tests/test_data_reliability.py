@@ -230,14 +230,117 @@ def _kill_at_fractions(args: list[str], out: Path, old: dict[str, bytes], check_
         _restore(out, old)
         proc = _convert(args)
         time.sleep(f * full)
+        workers = _descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+        assert not _survivors(workers), "a worker outlived the killed conversion"
         if _snapshot(out) == old:
             outcomes["old"] += 1
         else:
             check_new(out)  # raises unless complete and consistent
             outcomes["new"] += 1
     return outcomes
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _survivors(processes: list, timeout: float = 10.0) -> list:
+    """The processes still running (not zombies: reparented ones may never be reaped here) after ``timeout``."""
+    import psutil
+
+    def running(p) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + timeout
+    while any(running(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [p for p in processes if running(p)]
+    for p in alive:  # leave nothing behind, whatever the test says
+        p.kill()
+    return alive
+
+
+@pytest.mark.slow
+def test_convert_killed_alone_leaves_no_worker_behind(tmp_path):
+    """SIGKILL on the convert process only (the OOM killer's way, not the whole group): ffcv's forked writer
+    workers wait on a queue the dead parent fed and slept forever, holding their memory. With many small
+    tasks the queue outgrows its pipe's buffer, which is how the workers were left waiting."""
+    pytest.importorskip("ffcv")
+    import psutil
+
+    root = make_colour_folder(tmp_path / "f", (1500, 1500), size=(16, 16)).root
+    proc = _convert([str(root), str(tmp_path / "out.beton"), "--num-workers", "2", "--chunk-size", "1"])
+    deadline = time.monotonic() + 120
+    workers: list = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = [p for p in _descendants(proc.pid) if "resource_tracker" not in " ".join(_cmdline(p))]
+        if len(workers) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the writer's workers never started"
+    time.sleep(0.3)  # the workers are busy
+    everything = _descendants(proc.pid)  # the workers and multiprocessing's resource tracker
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    alive = _survivors(everything)
+    assert not alive, f"processes outlived the killed convert: {[(p.pid, _cmdline(p)) for p in alive]}"
+    assert psutil.pid_exists(os.getpid())
+
+
+def _cmdline(p) -> list[str]:
+    import psutil
+
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+@pytest.mark.parametrize("mechanism", ["prctl", "watchdog"])
+def test_forked_children_exit_with_their_parent(mechanism, tmp_path):
+    """mixkit.parent_death on both of its mechanisms: Linux's parent-death signal, and the getppid watchdog
+    used where prctl is unavailable (forced here by hiding prctl)."""
+    import psutil
+
+    code = f"""
+        import os, sys, time
+        import mixkit.parent_death as pd
+        if {mechanism!r} == "watchdog":
+            pd._prctl = None
+        with pd.children_exit_with_parent():
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.write(w, (str(pd.armed) + "\\n").encode())
+                time.sleep(120)
+                os._exit(0)
+        assert pd.armed is None  # the parent itself is not tied to anything
+        print(pid, os.read(r, 100).decode().strip(), flush=True)
+        time.sleep(120)
+    """
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE, text=True, env=env)
+    child_pid, used = parent.stdout.readline().split()
+    assert used == mechanism
+    child = psutil.Process(int(child_pid))
+    assert child.is_running()
+    parent.kill()
+    parent.wait(timeout=30)
+    assert not _survivors([child], timeout=5.0), "the child outlived its parent"
+    # Outside the block a fork is left alone (a long-lived process's children are not tied to it).
+    import mixkit.parent_death as pd
+
+    assert pd._depth == 0
 
 
 def _restore(out: Path, files: dict[str, bytes]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from .classes import label_map
 from .config import LoaderConfig, resolve_device
 
 __all__ = ["LoaderBase", "resolve_device"]
@@ -26,10 +27,16 @@ class LoaderBase(ABC):
     Args:
         config: The shared options (``LoaderConfig``); its fields are also readable as attributes of the
             loader (``loader.batch_size``, ``loader.rank``, ...).
-        classes: Class names; a label is an index into this list.
+        classes: The source's class names, in its own label order; with ``config.class_map`` the loader's
+            ``classes`` become the map's and every label is translated by name (``mixkit.data.classes``).
         skipped: (path, reason) pairs of the bad files skipped under ``skip_corrupt``.
         channels: Channels of the images the backend yields (3 for the decoded RGB files); ``mean`` and
             ``std`` must have one value each.
+        source: What the loader reads (its folder or file), named in errors.
+
+    Raises:
+        ValueError: ``config.class_map`` is given and the source has a class it does not hold, or names no
+            classes at all.
     """
 
     backend: str = ""
@@ -41,6 +48,7 @@ class LoaderBase(ABC):
             classes: Sequence[str] | None = None,
             skipped: Sequence[tuple[str, str]] = (),
             channels: int = 3,
+            source: str = "",
     ) -> None:
         if not isinstance(config, LoaderConfig):
             raise TypeError(f"config must be a mixkit.data.LoaderConfig, got {type(config).__name__}.")
@@ -50,6 +58,16 @@ class LoaderBase(ABC):
                              "channel.")
         self.config = config
         self.classes = list(classes) if classes is not None else None
+        self._label_map: torch.Tensor | None = None
+        if config.class_map is not None:
+            where = source or f"the {self.backend!r} loader's source"
+            if self.classes is None:
+                raise ValueError(f"{where} does not name its classes, so its labels cannot be matched to class_map "
+                                 "by name: convert it again with `mixkit convert` (which records them), or pass "
+                                 "class_map=None to take its labels as they are.")
+            mapped = label_map(self.classes, config.class_map, source=where)
+            self._label_map = None if mapped is None else torch.from_numpy(mapped)
+            self.classes = list(config.class_map)
         self.skipped = list(skipped)
         self.epoch = 0
         self._shard_size: int | None = None
@@ -130,9 +148,12 @@ class LoaderBase(ABC):
         device = self.config.device
         fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
         non_blocking = device.type == "cuda"
+        label_map = None if self._label_map is None else self._label_map.to(device)
         for images, labels in self._iter_epoch(epoch):
             images = images.to(device, non_blocking=non_blocking).contiguous(memory_format=fmt)
             labels = labels.to(device, dtype=torch.int64, non_blocking=non_blocking).reshape(-1)
+            if label_map is not None:  # the source's own labels to class_map's, by name
+                labels = label_map[labels]
             yield images, labels
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .classes import as_class_map
 from .sharding import env_int, resolve_rank
 
 __all__ = ["LoaderConfig", "config_fields", "resolve_device"]
@@ -90,6 +91,10 @@ class LoaderConfig:
         scale: RandomResizedCrop area range (training).
         ratio: RandomResizedCrop aspect-ratio range (training).
         hflip: Horizontal flip probability (training).
+        class_map: Label samples by class name: the classes in label order (names, or timm's mapping of
+            names to labels), e.g. the training loader's ``classes`` for an evaluation split, which may
+            lack some of them; a class of the source that it does not hold is a ValueError. None: the
+            source's own classes (``mixkit.data.classes``).
 
     Raises:
         TypeError: A count that is not an int.
@@ -112,6 +117,7 @@ class LoaderConfig:
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
+    class_map: tuple[str, ...] | None = None
     # True when rank and world_size were resolved here rather than given: a loader then checks, when it
     # starts an epoch, that the process group has not changed under it (see LoaderBase.__iter__).
     ranks_resolved: bool = field(default=False, init=False, repr=False, compare=False)
@@ -146,6 +152,8 @@ class LoaderConfig:
         put("ratio", _numbers("ratio", self.ratio, (2,)))
         if not 0.0 < self.ratio[0] <= self.ratio[1]:
             raise ValueError(f"ratio is an aspect-ratio range with 0 < low <= high, got {self.ratio}.")
+        if self.class_map is not None:
+            put("class_map", as_class_map(self.class_map))
 
 
 def config_fields() -> frozenset[str]:

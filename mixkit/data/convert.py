@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import replace_dir, temp_dir_beside, temp_file_beside
+from ..parent_death import children_exit_with_parent
 from .beton import BETON_FIELDS, check_beton, ffcv_size_problem, read_sidecar, sidecar_path
 from .imagefolder import ImageFolderIndex, load_rgb, scan_image_folder
 
@@ -165,7 +166,8 @@ def write_beton(
                                    jpeg_quality=o.jpeg_quality, compress_probability=o.compress_probability),
             "label": IntField(),
         }, num_workers=o.num_workers)
-        writer.from_indexed_dataset(_RGBSamples(index.samples, errors), chunksize=o.chunk_size)
+        with children_exit_with_parent():  # ffcv's forked workers would outlive a killed convert, waiting forever
+            writer.from_indexed_dataset(_RGBSamples(index.samples, errors), chunksize=o.chunk_size)
         failed = errors.read_text()
         if failed:
             raise ValueError(f"files failed to read while writing (changed since validation?):\n{failed}"

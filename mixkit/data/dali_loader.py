@@ -14,7 +14,6 @@ same on every rank, disjoint, of equal size, and fixed across epochs.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,66 +27,11 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from .base import LoaderBase
 from .config import LoaderConfig
 from .convert import dali_index_path
-from .imagefolder import scan_image_folder
+from .imagefolder import DEFAULT_VALIDATE, scan_image_folder
 from .sharding import sample_order, shard_bounds
+from .wds_index import FIX_WDS, find_tar_shards, read_wds_index
 
 __all__ = ["DaliLoader", "find_tar_shards"]
-
-_FIX_WDS = "write them with `mixkit convert IMAGEFOLDER OUT_DIR --format wds`"
-
-
-def _read_wds_index(directory: Path) -> tuple[list[Path], dict] | None:
-    # The <prefix>.json index of a `mixkit convert --format wds` directory: its shards and metadata.
-    indexes = []
-    for path in sorted(directory.glob("*.json")):
-        try:
-            meta = json.loads(path.read_text())
-        except ValueError as e:
-            raise ValueError(f"webdataset index {str(path)!r} is not valid JSON ({e}): {_FIX_WDS} "
-                             "--overwrite.") from e
-        if isinstance(meta, dict) and "shards" in meta:
-            indexes.append((path, meta))
-    if not indexes:
-        return None
-    if len(indexes) > 1:
-        raise ValueError(f"directory {str(directory)!r} holds {len(indexes)} webdataset indexes "
-                         f"{[p.name for p, _ in indexes]}: one directory holds one conversion; convert again "
-                         "with --overwrite, or pass the shards as a list.")
-    return [directory / name for name in indexes[0][1]["shards"]], indexes[0][1]
-
-
-def find_tar_shards(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path] | None:
-    """The webdataset shards named by ``source``, or None when ``source`` is an ImageFolder.
-
-    ``source`` is a .tar, a list of them, or a directory: one written by ``mixkit convert --format wds``
-    gives exactly the shards its ``<prefix>.json`` index lists (other .tar files there are not read); a
-    directory without an index gives its .tar files when it holds nothing else.
-
-    Raises:
-        FileNotFoundError: A named or listed .tar is missing.
-        ValueError: A directory with several indexes, or an unreadable one.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if path.is_dir():
-            listed = _read_wds_index(path)
-            if listed is not None:
-                paths = listed[0]
-            else:
-                tars = sorted(path.glob("*.tar"))
-                others = [p for p in path.iterdir() if p.suffix not in (".tar", ".json", ".idx")]
-                return tars if tars and not others else None
-        elif path.suffix != ".tar":
-            return None
-        else:
-            paths = [path]
-    else:
-        paths = [Path(p) for p in source]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"webdataset shards {missing} do not exist: {_FIX_WDS}.")
-    return paths
-
 
 @dataclass
 class _Source:
@@ -102,7 +46,7 @@ class _Source:
     num_samples: int | None = None  # None: known once the reader has scanned the tars
 
 
-def _resolve_source(source, config: LoaderConfig, *, skip_corrupt: bool, validate: bool) -> _Source:
+def _resolve_source(source, config: LoaderConfig, *, skip_corrupt: bool, validate: str | bool) -> _Source:
     """What to read: a validated ImageFolder's files in the shared partition's order, or the tar shards
     with their index's classes, skipped files and sample count."""
     tars = find_tar_shards(source)
@@ -117,7 +61,7 @@ def _resolve_source(source, config: LoaderConfig, *, skip_corrupt: bool, validat
                        labels=[index.samples[i][1] for i in order],
                        num_samples=len(order))
     try:
-        listed = _read_wds_index(tars[0].parent)
+        listed = read_wds_index(tars[0].parent)
     except ValueError:
         if isinstance(source, (str, os.PathLike)):
             raise
@@ -189,7 +133,8 @@ class DaliLoader(LoaderBase):
             ``device`` selects the mixed decoder and GPU operators, ``rank``/``world_size`` are the
             reader's shard_id/num_shards, and ``channels_last`` is DALI's HWC output (no copy).
         skip_corrupt: Skip bad files of an ImageFolder instead of raising (see ``scan_image_folder``).
-        validate: Decode every ImageFolder file once up front to find bad ones.
+        validate: How ImageFolder files are checked up front: 'full' (decoded once, verdicts cached),
+            'header' or 'none' (see ``scan_image_folder``).
         prefetch_queue_depth: Batches DALI prepares ahead.
         initial_fill: Size of the reader's shuffle buffer (DALI shuffles through a buffer, not with a
             full permutation).
@@ -203,12 +148,13 @@ class DaliLoader(LoaderBase):
             config: LoaderConfig,
             *,
             skip_corrupt: bool = False,
-            validate: bool = True,
+            validate: str | bool = DEFAULT_VALIDATE,
             prefetch_queue_depth: int = 2,
             initial_fill: int = 1024,
     ) -> None:
         resolved = _resolve_source(source, config, skip_corrupt=skip_corrupt, validate=validate)
-        super().__init__(config, classes=resolved.classes, skipped=resolved.skipped)
+        super().__init__(config, classes=resolved.classes, skipped=resolved.skipped,
+                         source=str(source) if isinstance(source, (str, os.PathLike)) else f"shards {list(map(str, source))}")
         if resolved.num_samples is not None:  # before building: DALI's readers fail on too few samples
             self._set_shard(self._rank_share(resolved.num_samples), resolved.num_samples)
         self.pipeline = _build_pipeline(resolved, config, prefetch_queue_depth=prefetch_queue_depth,
@@ -217,7 +163,7 @@ class DaliLoader(LoaderBase):
         num_samples = int(self.pipeline.reader_meta("Reader")["epoch_size"])  # unpadded
         if resolved.num_samples is not None and num_samples != resolved.num_samples:
             raise ValueError(f"webdataset shards {[str(p) for p in resolved.tars or []]} hold {num_samples} "
-                             f"samples but their index lists {resolved.num_samples}: {_FIX_WDS} --overwrite.")
+                             f"samples but their index lists {resolved.num_samples}: {FIX_WDS} --overwrite.")
         self._set_shard(self._rank_share(num_samples), num_samples)
         policy = LastBatchPolicy.DROP if config.drop_last else LastBatchPolicy.PARTIAL
         self.iterator = DALIGenericIterator(self.pipeline, ["images", "labels"], reader_name="Reader",

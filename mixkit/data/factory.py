@@ -78,7 +78,7 @@ def create_loader(
 
     ``create_loader("torch", root, batch_size=128, is_training=True, num_workers=8)``: the keywords named
     by ``LoaderConfig`` (batch_size, is_training, img_size, num_workers, device, channels_last, drop_last,
-    rank, world_size, seed, mean, std, crop_pct, scale, ratio, hflip; documented there) build the shared
+    rank, world_size, seed, mean, std, crop_pct, scale, ratio, hflip, class_map; documented there) build the shared
     configuration; a ``config`` may be given instead, and keywords then override its fields. The other
     keywords are the backend's own options, e.g. ``skip_corrupt`` ('torch', 'dali'), ``order`` and
     ``os_cache`` ('ffcv'); see each backend class.

@@ -93,12 +93,13 @@ class FfcvLoader(LoaderBase):
             raise ValueError(f"order {order!r}: choose one of {tuple(ORDERS)}.")
         info = check_beton(path)
         meta = read_sidecar(path, info) or {}
-        super().__init__(config, classes=meta.get("classes"),
-                         skipped=[tuple(s) for s in meta.get("skipped", [])])
-        if self.classes is not None and len(info.labels) and not 0 <= info.labels.min() <= info.labels.max() \
-                < len(self.classes):
-            raise ValueError(f".beton {str(path)!r} has labels outside its {len(self.classes)} classes: "
+        classes = meta.get("classes")
+        if classes is not None and len(info.labels) and not 0 <= info.labels.min() <= info.labels.max() \
+                < len(classes):
+            raise ValueError(f".beton {str(path)!r} has labels outside its {len(classes)} classes: "
                              "convert it again.")
+        super().__init__(config, classes=classes, skipped=[tuple(s) for s in meta.get("skipped", [])],
+                         source=f".beton {str(path)!r}")
         self.copy = copy
         self.indices = shard_indices(info.num_samples, rank=c.rank, world_size=c.world_size,
                                      seed=c.seed if c.is_training else None, equal_size=c.is_training)

@@ -8,6 +8,11 @@ Hidden entries (names starting with '.', such as .DS_Store or .ipynb_checkpoints
 data and are ignored everywhere. Symbolic links are followed, but every file is read once: a link back to
 a folder already being read (a loop) or to a file already listed is a bad entry like a corrupt file.
 
+Checking: ``validate='full'`` (the default) decodes every file once, and keeps each verdict in a cache keyed
+by path, size and mtime (``mixkit.data.verdicts``), so that only new or changed files are decoded again at
+the next start; ``'header'`` reads each file's header only (format, pixel mode, size: non-images, unreadable
+modes and sizes a backend refuses are found, truncated data is not); ``'none'`` checks file extensions only.
+
 Pixels: every backend must decode a file to the same pixels, so ``load_rgb`` (the 'torch' backend's and
 the .beton writer's reader) scales 16-bit images to 8 bits as DALI's decoder does, instead of PIL's
 ``convert('RGB')``, which saturates 16-bit grey to white, and applies an EXIF orientation tag as DALI's
@@ -28,8 +33,19 @@ import numpy as np
 from PIL import Image, ImageOps
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["BadSampleWarning", "ImageFolderIndex", "load_rgb", "scan_image_folder", "to_rgb",
-           "validate_image"]
+__all__ = ["DEFAULT_VALIDATE", "VALIDATE_HELP", "VALIDATE_MODES", "BadSampleWarning", "ImageFolderIndex",
+           "load_rgb", "scan_image_folder", "to_rgb", "validate_image"]
+
+VALIDATE_MODES = ("none", "header", "full")
+# Full decoding keeps today's guarantee (no corrupt or truncated file reaches a training worker, where it
+# would stop the run hours in); the verdict cache makes it a one-time cost per file version.
+DEFAULT_VALIDATE = "full"
+# The --validate help of mixkit-train and mixkit-eval, declared once.
+VALIDATE_HELP = ("how ImageFolder files are checked before the first batch: full (default) decodes each file "
+                 "once and caches the verdict by path, size and mtime, so later starts, resumes and other "
+                 "processes decode only new or changed files (a cached start costs about one stat per file); header "
+                 "reads headers only (finds non-images, unreadable pixel formats and unusable sizes, not truncated "
+                 "data; for a first start on a large dataset); none checks file extensions only")
 
 _MAX_LISTED = 10
 # PIL modes of 16-bit grey samples (PNG, TIFF); 16-bit RGB(A) PNGs already open as 8-bit RGB(A).
@@ -91,11 +107,36 @@ def _refused_reason(mode: str) -> str:
             "reading that every backend shares; save the file with 8- or 16-bit samples")
 
 
+def _extension_problem(path: str | os.PathLike) -> str | None:
+    ext = os.path.splitext(str(path))[1].lower()
+    if ext not in IMG_EXTENSIONS:
+        return f"not an image file (extension {ext or 'none'!r}; accepted: {', '.join(IMG_EXTENSIONS)})"
+    return None
+
+
+def _read_verdict(path: str | os.PathLike, full: bool) -> tuple[str | None, int, int]:
+    # (reason or None, width, height): the file's header, and with `full` its whole data.
+    try:
+        with Image.open(path) as img:
+            if img.mode in _MODES_REFUSED:
+                return _refused_reason(img.mode), *img.size
+            size = img.size
+            if full:
+                if img.format == "JPEG":
+                    img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
+        return f"corrupt or truncated image ({type(e).__name__}: {e})", 0, 0
+    return None, *size
+
+
 def validate_image(
         path: str | os.PathLike,
         check_size: Callable[[int, int], str | None] | None = None,
+        *,
+        full: bool = True,
 ) -> str | None:
-    """Decodes an image file completely and says what is wrong with it.
+    """Decodes an image file completely (or reads its header) and says what is wrong with it.
 
     JPEGs decode in PIL's draft mode (DCT scaling): every byte of the entropy-coded stream is still read,
     so truncation is detected, at a fraction of the cost of a full-size decode.
@@ -104,24 +145,54 @@ def validate_image(
         path: Image file.
         check_size: A backend's test of the image's (width, height), returning a reason or None (e.g.
             too small for FFCV's decoders).
+        full: Decode the whole file; False reads the header only (format, pixel mode and size; truncated
+            data goes unnoticed).
 
     Returns:
         None for a good image, else the reason it is bad.
     """
-    ext = os.path.splitext(str(path))[1].lower()
-    if ext not in IMG_EXTENSIONS:
-        return f"not an image file (extension {ext or 'none'!r}; accepted: {', '.join(IMG_EXTENSIONS)})"
-    try:
-        with Image.open(path) as img:
-            if img.mode in _MODES_REFUSED:
-                return _refused_reason(img.mode)
-            size = img.size
-            if img.format == "JPEG":
-                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
-            img.load()
-    except Exception as e:  # PIL raises many types (OSError, SyntaxError, ValueError...) for bad files
-        return f"corrupt or truncated image ({type(e).__name__}: {e})"
-    return check_size(*size) if check_size is not None else None
+    reason = _extension_problem(path)
+    if reason is None:
+        reason, width, height = _read_verdict(path, full)
+        if reason is None and check_size is not None:
+            reason = check_size(width, height)
+    return reason
+
+
+def _validate_cached(paths: list[str], root: Path, check_size, num_threads: int | None) -> list[str | None]:
+    """Full verdicts of ``paths``, decoding only the files the cache holds no verdict for at their current
+    size and mtime."""
+    from .verdicts import VerdictCache
+
+    cache = VerdictCache(root)
+    reasons: list[str | None] = [None] * len(paths)
+    todo = []
+    for i, path in enumerate(paths):
+        reasons[i] = _extension_problem(path)
+        if reasons[i] is not None:
+            continue
+        hit = cache.get(path)
+        if hit is None:
+            todo.append(i)
+            continue
+        reason, width, height = hit
+        reasons[i] = reason if reason is not None or check_size is None else check_size(width, height)
+    if todo:
+        with ThreadPoolExecutor(max_workers=num_threads or os.cpu_count() or 1) as pool:
+            verdicts = list(pool.map(partial(_read_verdict, full=True), [paths[i] for i in todo], chunksize=16))
+        for i, (reason, width, height) in zip(todo, verdicts, strict=True):
+            cache.put(paths[i], reason, width, height)
+            reasons[i] = reason if reason is not None or check_size is None else check_size(width, height)
+        cache.save()
+    return reasons
+
+
+def _validate_mode(validate: bool | str) -> str:
+    if validate is True or validate is False:  # the former switch: True decoded everything
+        return "full" if validate else "none"
+    if validate not in VALIDATE_MODES:
+        raise ValueError(f"validate={validate!r}: choose one of {', '.join(VALIDATE_MODES)} (CLI: --validate).")
+    return validate
 
 
 def _walk_class(class_dir: Path, root: Path, seen_dirs: dict[str, str],
@@ -181,22 +252,25 @@ def _format_bad(bad: list[tuple[str, str]]) -> str:
 def scan_image_folder(
         root: str | os.PathLike,
         *,
-        validate: bool = True,
+        validate: str | bool = DEFAULT_VALIDATE,
         skip_corrupt: bool = False,
         num_threads: int | None = None,
         check_size: Callable[[int, int], str | None] | None = None,
+        cache: bool = True,
 ) -> ImageFolderIndex:
     """Scans and validates an ImageFolder (``root/<class>/**/<image>``).
 
     Args:
         root: ImageFolder root, one sub-folder per class.
-        validate: Decode every image to find corrupt and truncated files (recommended; costs one
-            reduced-size decode per file). Without it only file extensions are checked.
+        validate: 'full' decodes every image to find corrupt and truncated files (one reduced-size decode
+            per file, cached); 'header' reads each file's header (format, pixel mode, size); 'none' checks
+            file extensions only. True and False are 'full' and 'none'.
         skip_corrupt: Skip bad files (counted in ``skipped`` and reported by a ``BadSampleWarning``)
             instead of raising.
         num_threads: Threads for validation; defaults to the CPU count.
-        check_size: With ``validate``, a backend's test of each image's (width, height) (see
+        check_size: With 'full' or 'header', a backend's test of each image's (width, height) (see
             ``validate_image``); a failing image is a bad file.
+        cache: With 'full', reuse and record verdicts in the cache (``mixkit.data.verdicts``).
 
     Returns:
         The index of good samples.
@@ -205,6 +279,7 @@ def scan_image_folder(
         FileNotFoundError: ``root`` does not exist or is not a directory.
         ValueError: No class folder, an empty class folder, or bad files without ``skip_corrupt``.
     """
+    mode = _validate_mode(validate)
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"ImageFolder root {str(root)!r} does not exist: pass the directory that "
@@ -232,12 +307,14 @@ def scan_image_folder(
 
     candidates = _read_once(candidates, root, bad)
     paths = [p for p, _ in candidates]
-    if validate:
+    if mode == "full" and cache:
+        reasons = _validate_cached(paths, root, check_size, num_threads)
+    elif mode != "none":
         with ThreadPoolExecutor(max_workers=num_threads or os.cpu_count() or 1) as pool:
-            reasons = list(pool.map(partial(validate_image, check_size=check_size), paths, chunksize=16))
+            reasons = list(pool.map(partial(validate_image, check_size=check_size, full=mode == "full"), paths,
+                                    chunksize=16))
     else:
-        reasons = [None if os.path.splitext(p)[1].lower() in IMG_EXTENSIONS
-                   else "not an image file (extension not in torchvision's IMG_EXTENSIONS)" for p in paths]
+        reasons = [_extension_problem(p) for p in paths]
     bad.extend((p, r) for p, r in zip(paths, reasons, strict=True) if r is not None)
     bad_set = {p for p, _ in bad}
     samples = [(p, y) for p, y in candidates if p not in bad_set]

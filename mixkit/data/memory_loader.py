@@ -50,7 +50,7 @@ class MemoryLoader(LoaderBase):
             raise ValueError(f"'memory' backend: images must be uint8 (N, H, W) or (N, C, H, W) with one label "
                              f"each, got images {images.dtype} {tuple(source[0].shape)} and labels "
                              f"{tuple(labels.shape)}")
-        super().__init__(config, classes=classes, channels=images.shape[1])
+        super().__init__(config, classes=classes, channels=images.shape[1], source="the 'memory' tensors")
         self.images, self.labels = images, labels
         self.pad = max(1, config.img_size // 14) if pad is None else int(pad)
         if self.pad < 0:

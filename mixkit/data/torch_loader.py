@@ -17,7 +17,7 @@ from torchvision.transforms import Compose, RandomResizedCrop
 
 from .base import LoaderBase
 from .config import LoaderConfig
-from .imagefolder import ImageFolderIndex, load_rgb, scan_image_folder
+from .imagefolder import DEFAULT_VALIDATE, ImageFolderIndex, load_rgb, scan_image_folder
 from .sharding import ShardSampler, shard_indices
 
 __all__ = ["TorchLoader"]
@@ -65,7 +65,8 @@ class TorchLoader(LoaderBase):
         root: ImageFolder root.
         config: The shared options (``LoaderConfig``); ``num_workers`` are DataLoader worker processes.
         skip_corrupt: Skip bad files instead of raising (see ``scan_image_folder``).
-        validate: Decode every file once up front to find bad ones.
+        validate: How files are checked up front: 'full' (decoded once, verdicts cached), 'header' or 'none'
+            (see ``scan_image_folder``).
         interpolation: timm interpolation name.
         persistent_workers: Keep the workers between epochs.
     """
@@ -78,12 +79,12 @@ class TorchLoader(LoaderBase):
             config: LoaderConfig,
             *,
             skip_corrupt: bool = False,
-            validate: bool = True,
+            validate: str | bool = DEFAULT_VALIDATE,
             interpolation: str = "bilinear",
             persistent_workers: bool = True,
     ) -> None:
         index = scan_image_folder(root, validate=validate, skip_corrupt=skip_corrupt)
-        super().__init__(config, classes=index.classes, skipped=index.skipped)
+        super().__init__(config, classes=index.classes, skipped=index.skipped, source=str(root))
         c = config
         transform = _with_non_empty_crops(create_transform(
             c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,

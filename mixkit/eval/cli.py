@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from ..atomic import write_json_atomic
+from ..data.imagefolder import DEFAULT_VALIDATE, VALIDATE_HELP, VALIDATE_MODES
 from .attacks import NormalizedModel
-from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_folder_val
+from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_folder_val, training_classes
 from .evaluate import AttackConfig, evaluate
 from .metrics import DEFAULT_BINS
 from .reliability import plot_reliability_diagram
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--limit", type=int, help="evaluate only the first N images (quick checks)")
     data.add_argument("-b", "--batch-size", type=int, default=256, help="images per batch (default 256)")
     data.add_argument("--workers", type=int, default=2, help="ImageFolder loader processes (default 2)")
+    data.add_argument("--validate", choices=VALIDATE_MODES, default=DEFAULT_VALIDATE, help=VALIDATE_HELP)
     att = p.add_argument_group("attacks (L-inf, pixel space)")
     att.add_argument("--eps", type=float, default=8 / 255,
                      help="attack radius in pixels of [0, 1] images, for FGSM and PGD (default 8/255)")
@@ -162,7 +164,9 @@ def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int
                             split=args.split or settings.get("val_split"),
                             crop_pct=args.crop_pct or settings.get("crop_pct") or 0.875,
                             interpolation=settings.get("interpolation") or "bilinear",
-                            batch_size=args.batch_size, workers=args.workers)
+                            batch_size=args.batch_size, workers=args.workers,
+                            class_map=training_classes(settings) if args.run is not None else None,
+                            validate=args.validate)
     if args.limit is not None:
         data = _limited(data, args.limit, args.batch_size)
     return data

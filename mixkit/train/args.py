@@ -12,8 +12,9 @@ from typing import Any
 
 import yaml
 
+from mixkit.data.imagefolder import DEFAULT_VALIDATE, VALIDATE_HELP, VALIDATE_MODES
 from mixkit.mix import list_mixups, mixup_preset
-from mixkit.timm_compat import MixupArgumentError, is_mixup_method, mixup_arg
+from mixkit.timm_compat import is_mixup_method, mixup_arg
 
 __all__ = ["ParseKwargs", "args_to_yaml_dict", "build_parser", "parse_args"]
 
@@ -57,6 +58,7 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                         "'' skips evaluation")
     g.add_argument("--loader", default="torch", metavar="NAME",
                    help="mixkit.data backend: torch (default), ffcv or dali")
+    g.add_argument("--validate", choices=VALIDATE_MODES, default=DEFAULT_VALIDATE, help=VALIDATE_HELP)
 
 
 def _add_model(parser: argparse.ArgumentParser) -> None:
@@ -262,12 +264,54 @@ def _load_config(path: str, parser: argparse.ArgumentParser) -> dict[str, Any]:
     if unknown:
         parser.error(f"config file {path} has keys that are no argument: {', '.join(unknown)} "
                      "(keys are flag names with underscores, e.g. batch_size)")
-    if "mixup" in cfg:
+    actions = {a.dest: a for a in parser._actions}
+    for key, value in cfg.items():
         try:
-            cfg["mixup"] = mixup_arg(cfg["mixup"])
-        except MixupArgumentError as e:
-            parser.error(f"config file {path}: {e}")
+            cfg[key] = _config_value(parser, actions[key], value)
+        except argparse.ArgumentError as e:
+            parser.error(f"config file {path}: {e} (key {key}: {value!r})")
     return cfg
+
+
+def _config_value(parser: argparse.ArgumentParser, action: argparse.Action, value: Any) -> Any:
+    """A config file's value converted as the command line converts the flag's strings: the same count
+    (nargs), type and choices, so a config gets the command line's checks and messages instead of a
+    traceback where the value is first used.
+
+    Raises:
+        argparse.ArgumentError: The value does not fit the flag (the message is argparse's own).
+    """
+    def refuse(message: str) -> argparse.ArgumentError:
+        return argparse.ArgumentError(action, message)
+
+    if action.nargs == 0:  # store_true: a switch
+        if not isinstance(value, bool):
+            raise refuse(f"a switch: give true or false, got {type(value).__name__}")
+        return value
+    if isinstance(action, ParseKwargs):
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return value
+        if isinstance(value, str | list) and all(isinstance(t, str) for t in ([value] if isinstance(value, str) else value)):
+            namespace = argparse.Namespace()
+            action(parser, namespace, value.split() if isinstance(value, str) else value, action.option_strings[-1])
+            return getattr(namespace, action.dest)
+        raise refuse(f"expected a mapping of names to values (or a list of key=value), got {type(value).__name__}")
+    if value is None:
+        if action.default is not None:
+            raise refuse("needs a value (null given); leave the key out for the default")
+        return None
+    if isinstance(value, dict):
+        raise refuse(f"expected {'one value' if action.nargs in (None, '?') else 'a list of values'}, got a mapping")
+    nargs = action.nargs
+    if nargs in (None, "?") and isinstance(value, list):
+        raise refuse(f"expected one argument, got a list of {len(value)}")
+    tokens = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+    if isinstance(nargs, int) and len(tokens) != nargs:
+        raise refuse(f"expected {nargs} arguments, got {len(tokens)}")
+    if nargs == "+" and not tokens:
+        raise refuse("expected at least one argument")
+    # argparse's own conversion of a flag's strings (type, then choices), as parse_args applies it.
+    return parser._get_values(action, tokens)
 
 
 def parse_args(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any] | None = None,

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mixkit.data import create_loader, list_backends
+from mixkit.data.classes import source_classes
 
 __all__ = ["FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSpec", "build_loaders",
            "count_classes", "progressive_size", "resolve_data_spec", "resolve_split"]
@@ -56,16 +57,17 @@ def resolve_split(root: str | os.PathLike, split: str, *, suffix: str = "") -> P
 
 
 def count_classes(split_dir: Path) -> int | None:
-    """Number of class folders of an ImageFolder split (None for a .beton or webdataset source)."""
-    if not split_dir.is_dir():
-        return None
-    classes = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return len(classes) or None
+    """Number of classes of a training source: an ImageFolder split's class folders, or the classes a
+    .beton's sidecar or a webdataset directory's index lists (None when it lists none)."""
+    classes = source_classes(split_dir)
+    return len(classes) if classes else None
 
 
 @dataclass
 class DataSpec:
-    """What the data fixes before the model exists: sources, classes and channels."""
+    """What the data fixes before the model exists: sources, classes and channels. ``classes`` are the
+    training source's class names in label order (None when it names none), which the evaluation split is
+    labelled by."""
 
     dataset: str
     train_source: Path | None
@@ -75,6 +77,7 @@ class DataSpec:
     native_size: int | None = None
     default_mean: tuple[float, ...] | None = None
     default_std: tuple[float, ...] | None = None
+    classes: list[str] | None = None
 
 
 def resolve_data_spec(args) -> DataSpec:
@@ -96,15 +99,18 @@ def resolve_data_spec(args) -> DataSpec:
                                     "--data-dir <folder with the IDX .gz files>")
         if args.loader != "torch":
             raise ValueError("--dataset fashion_mnist is read into memory: use --loader torch (the default)")
+        from mixkit.datasets import FashionMNIST
+
         return DataSpec("fashion_mnist", root, root if args.val_split else None, 10, 1, 28,
-                        FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+                        FASHION_MNIST_MEAN, FASHION_MNIST_STD, classes=list(FashionMNIST.classes))
     if not args.data_dir:
         raise ValueError("no data: pass --data-dir <ImageFolder root with train/ and val/> or "
                          "--dataset fashion_mnist")
     suffix = ".beton" if args.loader == "ffcv" else ""
     train = resolve_split(args.data_dir, args.train_split, suffix=suffix)
     val = resolve_split(args.data_dir, args.val_split, suffix=suffix) if args.val_split else None
-    return DataSpec("", train, val, count_classes(train), 3)
+    classes = source_classes(train)
+    return DataSpec("", train, val, len(classes) if classes else None, 3, classes=classes)
 
 
 def progressive_size(epoch: int, prog_res: Sequence[int] | None, default: int) -> int:
@@ -121,7 +127,11 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
                   crop_pct: float, interpolation: str, rank: int, world_size: int,
                   device: torch.device, eval_img_size: int | None = None,
                   with_eval: bool = True) -> tuple[Any, Any]:
-    """The training and evaluation loaders of this rank (evaluation None when --val-split is '')."""
+    """The training and evaluation loaders of this rank (evaluation None when --val-split is '').
+
+    The evaluation loader labels its samples by class name with the training loader's classes
+    (``class_map``): a split that lacks a training class keeps the training labels, and one with a class
+    the training data does not have is a ValueError naming it."""
     eval_img_size = eval_img_size or img_size
     eval_bs = args.validation_batch_size or args.batch_size
     if spec.dataset == "fashion_mnist":
@@ -145,11 +155,13 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
     if args.loader == "torch":
         # Fresh workers every epoch: their seeds then come from the main process's RNG at the epoch start,
         # which a checkpoint restores, so a resumed epoch draws the same augmentation.
-        extra = dict(persistent_workers=False, interpolation=interpolation or "bilinear")
+        extra = dict(persistent_workers=False, interpolation=interpolation or "bilinear", validate=args.validate)
+    elif args.loader == "dali":
+        extra = dict(validate=args.validate)  # used for ImageFolder sources, not tar shards
     train = create_loader(args.loader, spec.train_source, batch_size=args.batch_size, is_training=True,
                           img_size=img_size, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip, **common, **extra)
     val = None
     if spec.eval_source is not None and with_eval:
         val = create_loader(args.loader, spec.eval_source, batch_size=eval_bs, is_training=False,
-                            img_size=eval_img_size, **common, **extra)
+                            img_size=eval_img_size, class_map=train.classes, **common, **extra)
     return train, val

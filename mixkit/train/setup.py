@@ -48,6 +48,9 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.amp_dtype not in ("float16", "bfloat16"):
         raise ValueError(f"--amp-dtype must be float16 or bfloat16, got {args.amp_dtype!r}")
     check_timm_mixup(timm_mixup_args(args, num_classes=args.num_classes or 1000), args.mixup_kwargs)
+    for flag, values in (("--scale", args.scale), ("--ratio", args.ratio)):
+        if len(values) != 2:
+            raise ValueError(f"{flag} takes two numbers (low high), got {' '.join(map(str, values))}")
     if args.input_size is not None and args.input_size[1] != args.input_size[2]:
         raise ValueError(f"--input-size {args.input_size}: only square images are supported, use equal H and W")
     if args.loader == "memory":
@@ -235,7 +238,9 @@ def setup(args: argparse.Namespace) -> Run:
         raise ValueError(f"--in-chans {in_chans}: ImageFolder loaders yield RGB images; use 3")
     num_classes = args.num_classes or spec.num_classes
     if num_classes is None:
-        raise ValueError(f"cannot count the classes of {spec.train_source}: pass --num-classes")
+        raise ValueError(f"cannot count the classes of {spec.train_source}: it names none (a .beton without its "
+                         "<file>.json sidecar, or tar shards without the <prefix>.json index that `mixkit convert` "
+                         "writes): pass --num-classes, or convert the ImageFolder again with `mixkit convert`")
     if spec.num_classes and num_classes < spec.num_classes:
         raise ValueError(f"--num-classes {num_classes} is fewer than the {spec.num_classes} classes of the data")
     model = _create_model(args, num_classes, in_chans)
@@ -271,7 +276,7 @@ def setup(args: argparse.Namespace) -> Run:
                     in_chans=in_chans, img_size=img_size, mean=list(mean), std=list(std), crop_pct=crop_pct,
                     dataset=spec.dataset, data_dir=str(spec.train_source if spec.dataset else args.data_dir),
                     val_split="test" if spec.dataset == "fashion_mnist" else args.val_split, lr=lr,
-                    parts=sorted(parts))
+                    parts=sorted(parts), classes=train_loader.classes)
     if resume_ckpt is None and list_checkpoints(run_dir):
         raise ValueError(f"run directory {run_dir} already holds checkpoints: continue it with --resume {run_dir}, "
                          "or choose another --experiment (nothing is overwritten)")
