@@ -2,7 +2,10 @@
 
 ``--dataset ''`` reads ``--data-dir`` through ``mixkit.data.create_loader`` (ImageFolder split folders for
 'torch' and 'dali', ``<split>.beton`` files for 'ffcv'); ``--dataset fashion_mnist`` reads Debian's offline
-IDX files into memory and serves them through the 'memory' backend of ``create_loader``.
+IDX files into memory and serves them through the 'memory' backend of ``create_loader``, as does
+``--dataset placed_fashion_mnist`` (its objects on cluttered 64 x 64 canvases, ``mixkit.datasets.placed``);
+``--dataset cub`` reads CUB-200-2011's layout under ``--data-dir`` (``train_test_split.txt``: 1 trains, 0 is
+evaluated) through the 'torch' backend.
 """
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ import torch
 from mixkit.data import create_loader, list_backends
 
 __all__ = ["FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSpec", "build_loaders",
-           "count_classes", "progressive_size", "resolve_data_spec", "resolve_split"]
+           "count_classes", "eval_split_name", "progressive_size", "resolve_data_spec", "resolve_split"]
 
 # Per-channel statistics of Fashion-MNIST's 60,000 training images (0-1 scale).
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
-DATASETS = ("", "fashion_mnist")
+DATASETS = ("", "fashion_mnist", "placed_fashion_mnist", "cub")
+_IN_MEMORY = ("fashion_mnist", "placed_fashion_mnist")
 
 # timm's split-folder synonyms (timm.data.dataset_factory): a missing split is an error here, where timm
 # would silently fall back to the root folder.
@@ -77,14 +81,29 @@ class DataSpec:
     default_std: tuple[float, ...] | None = None
 
 
+def eval_split_name(dataset: str, val_split: str) -> str:
+    """The split the evaluation numbers are on: 'test' for the built-in datasets, else the --val-split folder."""
+    return "test" if dataset in DATASETS[1:] else val_split
+
+
 def resolve_data_spec(args) -> DataSpec:
     """Checks the data arguments and finds the split sources, before any model or loader is built."""
     if args.dataset not in DATASETS:
-        raise ValueError(f"unknown --dataset {args.dataset!r}: use '' (an ImageFolder under --data-dir) or "
-                         "'fashion_mnist'")
+        raise ValueError(f"unknown --dataset {args.dataset!r}: use '' (an ImageFolder under --data-dir), "
+                         "'fashion_mnist', 'placed_fashion_mnist' or 'cub' (CUB-200-2011's layout under --data-dir)")
     if args.loader not in list_backends():
         raise ValueError(f"unknown --loader {args.loader!r}: choose one of {', '.join(list_backends())}")
-    if args.dataset == "fashion_mnist":
+    if args.dataset == "cub":
+        from mixkit.datasets import read_cub
+
+        if not args.data_dir:
+            raise ValueError("--dataset cub needs --data-dir CUB_200_2011 (the folder with images.txt and images/)")
+        if args.loader != "torch":
+            raise ValueError("--dataset cub is read from CUB's own layout by the 'torch' loader: use --loader torch")
+        records = read_cub(args.data_dir)
+        root = records.root
+        return DataSpec("cub", root, root if args.val_split else None, len(records.classes), 3)
+    if args.dataset in _IN_MEMORY:
         from mixkit.datasets import DEFAULT_FASHION_MNIST_ROOT
 
         root = Path(args.data_dir) if args.data_dir else DEFAULT_FASHION_MNIST_ROOT
@@ -95,7 +114,12 @@ def resolve_data_spec(args) -> DataSpec:
                                     "(apt-get install dataset-fashion-mnist, or `make install-demo-data`) or pass "
                                     "--data-dir <folder with the IDX .gz files>")
         if args.loader != "torch":
-            raise ValueError("--dataset fashion_mnist is read into memory: use --loader torch (the default)")
+            raise ValueError(f"--dataset {args.dataset} is read into memory: use --loader torch (the default)")
+        if args.dataset == "placed_fashion_mnist":
+            from mixkit.datasets import PLACED_FASHION_MNIST_MEAN, PLACED_FASHION_MNIST_STD, PlacedConfig
+
+            return DataSpec(args.dataset, root, root if args.val_split else None, 10, 1, PlacedConfig().canvas,
+                            PLACED_FASHION_MNIST_MEAN, PLACED_FASHION_MNIST_STD)
         return DataSpec("fashion_mnist", root, root if args.val_split else None, 10, 1, 28,
                         FASHION_MNIST_MEAN, FASHION_MNIST_STD)
     if not args.data_dir:
@@ -124,17 +148,18 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
     """The training and evaluation loaders of this rank (evaluation None when --val-split is '')."""
     eval_img_size = eval_img_size or img_size
     eval_bs = args.validation_batch_size or args.batch_size
-    if spec.dataset == "fashion_mnist":
-        from mixkit.datasets import FashionMNIST
+    if spec.dataset in _IN_MEMORY:
+        from mixkit.datasets import FashionMNIST, PlacedFashionMNIST
 
-        train_ds = FashionMNIST(root=spec.train_source, train=True)
+        cls = PlacedFashionMNIST if spec.dataset == "placed_fashion_mnist" else FashionMNIST
+        train_ds = cls(root=spec.train_source, train=True)
         shared = dict(device=device, mean=tuple(mean), std=tuple(std), rank=rank, world_size=world_size,
                       seed=args.seed, channels_last=args.channels_last, classes=FashionMNIST.classes)
         train = create_loader("memory", (train_ds.images, train_ds.labels), batch_size=args.batch_size,
                               is_training=True, img_size=img_size, hflip=args.hflip, **shared)
         val = None
         if spec.eval_source is not None and with_eval:
-            test_ds = FashionMNIST(root=spec.eval_source, train=False)
+            test_ds = cls(root=spec.eval_source, train=False)
             val = create_loader("memory", (test_ds.images, test_ds.labels), batch_size=eval_bs,
                                 is_training=False, img_size=eval_img_size, **shared)
         return train, val
@@ -146,10 +171,16 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
         # Fresh workers every epoch: their seeds then come from the main process's RNG at the epoch start,
         # which a checkpoint restores, so a resumed epoch draws the same augmentation.
         extra = dict(persistent_workers=False, interpolation=interpolation or "bilinear")
-    train = create_loader(args.loader, spec.train_source, batch_size=args.batch_size, is_training=True,
+    train_source, eval_source = spec.train_source, spec.eval_source
+    if spec.dataset == "cub":
+        from mixkit.datasets import cub_index, read_cub
+
+        records = read_cub(spec.train_source)
+        train_source, eval_source = cub_index(records, True), cub_index(records, False) if eval_source else None
+    train = create_loader(args.loader, train_source, batch_size=args.batch_size, is_training=True,
                           img_size=img_size, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip, **common, **extra)
     val = None
     if spec.eval_source is not None and with_eval:
-        val = create_loader(args.loader, spec.eval_source, batch_size=eval_bs, is_training=False,
+        val = create_loader(args.loader, eval_source, batch_size=eval_bs, is_training=False,
                             img_size=eval_img_size, **common, **extra)
     return train, val
