@@ -106,3 +106,16 @@ def test_placed_config_is_checked():
         PlacedConfig(scale=(0.9, 0.5))
     with pytest.raises(ValueError, match="under 4 px"):
         PlacedConfig(canvas=8, scale=(0.1, 0.5))
+
+
+def test_memory_loader_one_channel_batches_have_standard_strides():
+    """Placed Fashion-MNIST trains at 64 px through the 'memory' backend: its shifted batches must not keep the
+    channels-last strides of the gather (torch 2.14's CPU convolution backward corrupts the heap on one-channel
+    64 px inputs with strides (4096, 1, 64, 1))."""
+    from mixkit.data import create_loader
+
+    images, labels = torch.randint(0, 255, (40, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (40,))
+    loader = create_loader("memory", (images, labels), batch_size=16, is_training=True, img_size=64, mean=(0.3,),
+                           std=(0.3,), device="cpu", seed=0)
+    x, _ = next(iter(loader))
+    assert x.shape == (16, 1, 64, 64) and x.stride() == (4096, 4096, 64, 1)

@@ -62,7 +62,7 @@ def plot_localization(samples: Sequence[FigureSample], threshold_index: int, thr
                 ax.set_yticks([])
             ok = "ok" if s.pred == s.label else "wrong"
             axes[0, j].set_title(f"{name(s.label)[:14]}\npred {name(s.pred)[:12]} ({ok})", fontsize=7)
-            axes[1, j].set_title(f"IoU {s.ious[threshold_index]:.2f}", fontsize=7)
+            axes[1, j].set_xlabel(f"IoU {s.ious[threshold_index]:.2f}", fontsize=7)
         axes[0, 0].set_ylabel("image", fontsize=8)
         axes[1, 0].set_ylabel("CAM (true class)", fontsize=8)
         fig.suptitle(f"{title + chr(10) if title else ''}green: true boxes, red: largest CAM component at "
