@@ -160,3 +160,26 @@ def test_train_on_cub_then_localize(tmp_path: Path):
     assert main([str(run), "--localization", "cub", "--loc-holdout", "1", *QUICK]) == 0
     loc = json.loads((run / "eval.json").read_text())["localization"]
     _check_report(loc, 6, 3)
+
+
+@pytest.mark.slow  # trains for one epoch (about 5 s), then evaluates
+def test_train_on_placed_then_localize(tmp_path: Path):
+    """mixkit-train --dataset placed_fashion_mnist (64 px canvases, from a tiny IDX folder) and mixkit-eval
+    --localization placed on the run, which finds the same IDX folder in its args.yaml."""
+    import yaml
+    from eval_fixtures import make_idx_fashion_mnist
+    from train_fixtures import TINY_MODEL, train_in_process
+
+    idx = make_idx_fashion_mnist(tmp_path / "fmnist", train=32, test=30)
+    summary = train_in_process(["--dataset", "placed_fashion_mnist", "--data-dir", str(idx), *TINY_MODEL,
+                                "--epochs", "1", "-b", "16", "--lr", "0.05", "--output", str(tmp_path),
+                                "--experiment", "run", "--no-progress"])
+    run = tmp_path / "run"
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert (args["dataset"], args["img_size"], args["in_chans"], args["val_split"]) == \
+        ("placed_fashion_mnist", 64, 1, "test")
+    assert summary["eval_samples"] == 30
+    assert main([str(run), "--localization", "placed", "--loc-holdout", "0", *QUICK]) == 0
+    report = json.loads((run / "eval.json").read_text())
+    _check_report(report["localization"], 30, 0)
+    assert report["metrics"]["num_samples"] == 30

@@ -20,7 +20,7 @@ from ..atomic import write_json_atomic
 from .attacks import NormalizedModel
 from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_folder_val
 from .evaluate import AttackConfig, evaluate
-from .locdata import CUB, PLACED_DATASET, cub_test, placed_test
+from .locdata import CUB, PLACED_DATASET, cub_test, placed_root, placed_test
 from .metrics import DEFAULT_BINS
 from .reliability import plot_reliability_diagram
 from .wsol import add_localization_args, classification_dataset, localization_report
@@ -204,7 +204,8 @@ def _own_test_split(dataset: str, args: argparse.Namespace, settings: dict[str, 
                    in_chans: int) -> EvalData:
     # The test splits of runs trained with mixkit-train --dataset cub / placed_fashion_mnist.
     if dataset == PLACED_DATASET:
-        return placed_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit)
+        return placed_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit,
+                           root=placed_root(args.data_dir, settings))
     data_dir = args.data_dir or settings.get("data_dir")
     if not data_dir:
         raise ValueError("--dataset cub needs --data-dir (the CUB_200_2011 folder with images.txt and images/)")

@@ -23,7 +23,7 @@ from .data import _LUMA, EvalData, _is_class_folder_root, _TensorBatches, find_v
 
 __all__ = ["CUB", "DEFAULT_HOLDOUT", "IMAGENET", "LOCALIZATION_SETS", "PLACED", "BoxedImages",
            "LocalizationData", "cub_localization", "cub_test", "imagenet_localization", "placed_localization",
-           "placed_test"]
+           "placed_root", "placed_test"]
 
 CUB, IMAGENET, PLACED = "cub", "imagenet", "placed"
 LOCALIZATION_SETS = (CUB, IMAGENET, PLACED)
@@ -184,13 +184,25 @@ class _PlacedBatches:
             yield self.images[j], self.labels[j], [b[None] for b in self.boxes[j]]
 
 
-def _placed_pixels(img_size: int, in_chans: int, limit: int | None, config=None):
-    from ..datasets import PlacedFashionMNIST
+def placed_root(data_dir: str | os.PathLike | None, settings: dict) -> Path:
+    """The Fashion-MNIST IDX folder of Placed Fashion-MNIST: ``data_dir`` (--data-dir), else the run's own when it
+    trained on Fashion-MNIST or Placed Fashion-MNIST, else Debian's."""
+    from ..datasets import DEFAULT_FASHION_MNIST_ROOT
+
+    if data_dir:
+        return Path(data_dir)
+    if settings.get("dataset") in ("fashion_mnist", PLACED_DATASET) and settings.get("data_dir"):
+        return Path(settings["data_dir"])
+    return DEFAULT_FASHION_MNIST_ROOT
+
+
+def _placed_pixels(img_size: int, in_chans: int, limit: int | None, root: Path | None, config=None):
+    from ..datasets import DEFAULT_FASHION_MNIST_ROOT, PlacedFashionMNIST
 
     if in_chans not in (1, 3):
         raise ValueError(f"Placed Fashion-MNIST is greyscale: a model with in_chans={in_chans} cannot take it "
                          "(1 or 3)")
-    ds = PlacedFashionMNIST(train=False, config=config, limit=limit)
+    ds = PlacedFashionMNIST(root=root or DEFAULT_FASHION_MNIST_ROOT, train=False, config=config, limit=limit)
     x = ds.images.unsqueeze(1).float() / 255
     boxes = ds.boxes.clone()
     canvas = x.shape[-1]
@@ -204,17 +216,19 @@ def _placed_pixels(img_size: int, in_chans: int, limit: int | None, config=None)
 
 
 def placed_localization(*, img_size: int, in_chans: int = 1, batch_size: int = 256, limit: int | None = None,
-                        config=None) -> LocalizationData:
-    """Placed Fashion-MNIST's test split (``mixkit.datasets.PlacedFashionMNIST``) with its boxes."""
-    x, y, boxes, classes = _placed_pixels(img_size, in_chans, limit, config)
+                        root: str | os.PathLike | None = None, config=None) -> LocalizationData:
+    """Placed Fashion-MNIST's test split (``mixkit.datasets.PlacedFashionMNIST``; ``root``: the IDX folder,
+    default Debian's) with its boxes."""
+    x, y, boxes, classes = _placed_pixels(img_size, in_chans, limit, root and Path(root), config)
     batches = _PlacedBatches(x, y, boxes, batch_size)
     return LocalizationData(batches, len(y), len(batches), f"Placed Fashion-MNIST test split ({len(y)} images)",
                             classes)
 
 
-def placed_test(*, img_size: int, in_chans: int = 1, batch_size: int = 256, limit: int | None = None) -> EvalData:
+def placed_test(*, img_size: int, in_chans: int = 1, batch_size: int = 256, limit: int | None = None,
+                root: str | os.PathLike | None = None) -> EvalData:
     """Placed Fashion-MNIST's test split for the classification metrics."""
-    x, y, _, _ = _placed_pixels(img_size, in_chans, limit)
+    x, y, _, _ = _placed_pixels(img_size, in_chans, limit, root and Path(root))
     batches = _TensorBatches(x, y, batch_size)
     return EvalData(batches, len(y), len(batches), f"Placed Fashion-MNIST test split ({len(y)} images)")
 

@@ -21,6 +21,7 @@ from .locdata import (
     cub_localization,
     imagenet_localization,
     placed_localization,
+    placed_root,
 )
 from .locfigure import plot_localization
 
@@ -62,7 +63,8 @@ def _data(args: argparse.Namespace, settings: dict[str, Any], img_size: int, in_
                  workers=args.workers, limit=args.limit)
     data_dir = args.data_dir or settings.get("data_dir")
     if args.localization == PLACED:
-        return placed_localization(batch_size=args.batch_size, limit=args.limit, **common)
+        return placed_localization(batch_size=args.batch_size, limit=args.limit,
+                                   root=placed_root(args.data_dir, settings), **common)
     if not data_dir:
         raise ValueError(f"--localization {args.localization} needs --data-dir ("
                          + ("the CUB_200_2011 folder)" if args.localization == CUB else
