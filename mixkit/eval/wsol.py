@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +87,11 @@ def localization_report(args: argparse.Namespace, model: nn.Module, settings: di
         raise ValueError("--boxes-dir is for --localization imagenet")
     holdout = DEFAULT_HOLDOUT[args.localization] if args.loc_holdout is None else args.loc_holdout
     data = _data(args, settings, img_size, in_chans)
+    start = time.perf_counter()
     result = localize(model, data.batches, mean=mean, std=std, holdout_per_class=holdout,
                       interval=args.cam_interval, device=device, progress=not args.no_progress,
                       total=data.num_batches)
+    elapsed = time.perf_counter() - start
     figure = args.loc_figure or output.with_name(
         "localization.png" if output.name == "eval.json" else f"localization_{output.stem}.png")
     m = result.metrics
@@ -96,4 +99,4 @@ def localization_report(args: argparse.Namespace, model: nn.Module, settings: di
     plot_localization(result.samples, chosen, m["cam_thresholds"], figure, classes=data.classes,
                       title=f"{settings['model']} on {data.source}")
     return {"dataset": args.localization, "data": data.source, "holdout_per_class": holdout,
-            **result.to_dict(), "figure": str(figure)}
+            **result.to_dict(), "figure": str(figure), "elapsed_s": elapsed}
