@@ -30,8 +30,8 @@ __all__ = ["build_parser", "main"]
 _DESCRIPTION = """Accuracy, calibration and robustness of a trained classifier: top-1, top-5, NLL, expected
 calibration error (equal-width confidence bins, Guo et al. 2017) with a reliability diagram, and FGSM and PGD
 robust accuracy (L-inf, pixel space), and with --localization weakly supervised object localization from
-class activation maps (MaxBoxAcc, top-1 and GT-known localization). Evaluates a mixkit-train run directory (or a .safetensors file inside
-one) on the run's evaluation data, or a timm model name with weights."""
+class activation maps (MaxBoxAcc, top-1 and GT-known localization). Evaluates a mixkit-train run directory
+(or a .safetensors file inside one) on the run's evaluation data, or a timm model name with weights."""
 
 _EXAMPLES = """examples:
   mixkit-eval output/train/demo                      # a mixkit-train run: its model.safetensors and data
@@ -287,10 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     loc = report.get("localization")
     if loc:
         line += (f"\nlocalization: MaxBoxAcc {loc['max_box_acc']:.2f}% (threshold {loc['best_threshold']:.2f}), "
-                 f"at the threshold chosen on {loc['threshold_chosen_on']}, {loc['chosen_threshold']:.2f}: top-1 loc {loc['top1_loc']:.2f}%, "
-                 f"GT-known loc {loc['gt_known_loc']:.2f}% ({loc['num_test']} test images)")
+                 f"at the threshold chosen on {loc['threshold_chosen_on']}, {loc['chosen_threshold']:.2f}: "
+                 f"top-1 loc {loc['top1_loc']:.2f}%, GT-known loc {loc['gt_known_loc']:.2f}% "
+                 f"({loc['num_test']} test images)")
     print(line)
-    print(f"wrote {report['output']} and {report['reliability_diagram']}" + (f" and {loc['figure']}" if loc else ""))
+    figure = f" and {loc['figure']}" if loc else ""
+    print(f"wrote {report['output']} and {report['reliability_diagram']}{figure}")
     return 0
 
 

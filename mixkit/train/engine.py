@@ -244,7 +244,7 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
     summary = {"run_dir": str(run.run_dir), "world_size": run.world, "complete": True,
                "epochs_trained": run.num_epochs, "num_updates": run.state.num_updates,
                "eval_samples": eval_metrics.get("samples"), "final": run.rows[-1] if run.rows else None,
-               # The split the numbers are on: Fashion-MNIST's test split, else the --val-split folder.
+               # The split the numbers are on: a built-in dataset's test split, else the --val-split folder.
                "eval_split": eval_split_name(args.dataset, args.val_split),
                "train_seconds": elapsed, "images_per_second": run.images_seen / elapsed if elapsed > 0 else None,
                "process_cpu_seconds": cpu_seconds,
