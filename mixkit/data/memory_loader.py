@@ -77,7 +77,11 @@ class MemoryLoader(LoaderBase):
                 bi = torch.arange(b)[:, None, None]
                 ri = (dy[:, None] + torch.arange(h))[:, :, None]
                 ci = (dx[:, None] + torch.arange(w))[:, None, :]
-                x = padded.permute(0, 2, 3, 1)[bi, ri, ci].permute(0, 3, 1, 2).contiguous()
+                # clone, not contiguous(): with one channel the permuted gather already counts as contiguous
+                # but keeps channels-last strides (N, 1, 64, 64) -> (4096, 1, 64, 1), on which torch 2.14's CPU
+                # convolution backward corrupts the heap (64 px crashes, 28 px does not).
+                x = padded.permute(0, 2, 3, 1)[bi, ri, ci].permute(0, 3, 1, 2).clone(
+                    memory_format=torch.contiguous_format)
             flip = torch.rand(b, generator=gen) < self.config.hflip
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return (x - self._mean) / self._std

@@ -62,7 +62,8 @@ class TorchLoader(LoaderBase):
     are read with ``load_rgb`` (16-bit images scaled to 8 bits, as the other backends read them).
 
     Args:
-        root: ImageFolder root.
+        root: ImageFolder root, or an ``ImageFolderIndex`` already built (e.g. ``mixkit.datasets.cub_index``'s
+            split of a CUB-200-2011 folder), which is read as it is.
         config: The shared options (``LoaderConfig``); ``num_workers`` are DataLoader worker processes.
         skip_corrupt: Skip bad files instead of raising (see ``scan_image_folder``).
         validate: How files are checked up front: 'full' (decoded once, verdicts cached), 'header' or 'none'
@@ -75,7 +76,7 @@ class TorchLoader(LoaderBase):
 
     def __init__(
             self,
-            root: str | os.PathLike,
+            root: str | os.PathLike | ImageFolderIndex,
             config: LoaderConfig,
             *,
             skip_corrupt: bool = False,
@@ -83,8 +84,9 @@ class TorchLoader(LoaderBase):
             interpolation: str = "bilinear",
             persistent_workers: bool = True,
     ) -> None:
-        index = scan_image_folder(root, validate=validate, skip_corrupt=skip_corrupt)
-        super().__init__(config, classes=index.classes, skipped=index.skipped, source=str(root))
+        index = root if isinstance(root, ImageFolderIndex) else scan_image_folder(
+            root, validate=validate, skip_corrupt=skip_corrupt)
+        super().__init__(config, classes=index.classes, skipped=index.skipped, source=str(index.root))
         c = config
         transform = _with_non_empty_crops(create_transform(
             c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,

@@ -21,26 +21,33 @@ from ..data.imagefolder import DEFAULT_VALIDATE, VALIDATE_HELP, VALIDATE_MODES
 from .attacks import NormalizedModel
 from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_folder_val, training_classes
 from .evaluate import AttackConfig, evaluate
+from .locdata import CUB, PLACED_DATASET, cub_test, placed_root, placed_test
 from .metrics import DEFAULT_BINS
 from .reliability import plot_reliability_diagram
+from .wsol import add_localization_args, classification_dataset, localization_report
 
 __all__ = ["build_parser", "main"]
 
 _DESCRIPTION = """Accuracy, calibration and robustness of a trained classifier: top-1, top-5, NLL, expected
 calibration error (equal-width confidence bins, Guo et al. 2017) with a reliability diagram, and FGSM and PGD
-robust accuracy (L-inf, pixel space). Evaluates a mixkit-train run directory (or a .safetensors file inside
-one) on the run's evaluation data, or a timm model name with weights."""
+robust accuracy (L-inf, pixel space), and with --localization weakly supervised object localization from
+class activation maps (MaxBoxAcc, top-1 and GT-known localization). Evaluates a mixkit-train run directory
+(or a .safetensors file inside one) on the run's evaluation data, or a timm model name with weights."""
 
 _EXAMPLES = """examples:
   mixkit-eval output/train/demo                      # a mixkit-train run: its model.safetensors and data
   mixkit-eval output/train/demo --ema                # the run's EMA weights
   mixkit-eval output/train/demo/model.safetensors --eps 0.1 --pgd-steps 20
   mixkit-eval --model resnet50 --checkpoint r50.pth --data-dir /data/imagenet --output r50-eval.json
+  mixkit-eval output/train/cub --localization cub --data-dir CUB_200_2011
+  mixkit-eval RUN --localization imagenet --data-dir /data/imagenet --boxes-dir /data/imagenet/val_boxes
+  mixkit-eval output/train/placed --localization placed   # offline: Placed Fashion-MNIST
 
 Outputs (next to the weights unless --output/--diagram say otherwise): eval.json (eval_<weights>.json for
 other weight files) with top-1, top-5, NLL, ECE, the calibration bins and the FGSM / PGD accuracies, and
-reliability.png (800 x 800 px). Attacks are L-inf in pixel space [0, 1]: the model is wrapped so that it
-normalises its input with the run's mean and std, and epsilon is in pixels (8/255 ~ 0.0314)."""
+reliability.png (800 x 800 px); with --localization also a 'localization' entry and localization.png.
+Attacks are L-inf in pixel space [0, 1]: the model is wrapped so that it normalises its input with the
+run's mean and std, and epsilon is in pixels (8/255 ~ 0.0314)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
                      help="extra keyword arguments of timm.create_model for --model (ints and floats parsed)")
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", help="'fashion_mnist' for Debian's Fashion-MNIST test split; default: the "
-                                        "run's dataset, else an ImageFolder given by --data-dir")
+    data.add_argument("--dataset", help="'fashion_mnist' for Debian's Fashion-MNIST test split, 'cub' for "
+                                        "CUB-200-2011's test split under --data-dir, 'placed_fashion_mnist'; "
+                                        "default: the run's dataset, else an ImageFolder given by --data-dir")
     data.add_argument("--data-dir", type=Path,
                       help="ImageFolder root with a val/ or validation/ split (default: the run's data_dir)")
     data.add_argument("--split", help="validation split folder under --data-dir (default: the run's val_split, "
@@ -92,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "pgd_steps + 3 forward and backward passes per image)")
     att.add_argument("--no-attacks", action="store_true", help="skip FGSM and PGD")
     att.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
+    add_localization_args(p)
     out = p.add_argument_group("output")
     out.add_argument("--bins", type=int, default=DEFAULT_BINS,
                      help=f"equal-width confidence bins of the ECE (default {DEFAULT_BINS})")
@@ -153,7 +162,10 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
 
 
 def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int, in_chans: int) -> EvalData:
-    dataset = (args.dataset or settings.get("dataset") or "").lower().replace("-", "_")
+    dataset = (args.dataset or classification_dataset(args.localization) or settings.get("dataset")
+               or "").lower().replace("-", "_")
+    if dataset in (CUB, PLACED_DATASET):
+        return _own_test_split(dataset, args, settings, img_size, in_chans)
     if dataset in (FASHION_MNIST, "torch/fashion_mnist", "torch/fashionmnist", "fashionmnist"):
         return fashion_mnist_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit)
     data_dir = args.data_dir or settings.get("data_dir")
@@ -190,6 +202,22 @@ class _Limited:
 def _limited(data: EvalData, limit: int, batch_size: int) -> EvalData:
     n = min(limit, data.num_samples)
     return EvalData(_Limited(data.batches, n), n, -(-n // batch_size), f"{data.source}, first {n}")
+
+
+def _own_test_split(dataset: str, args: argparse.Namespace, settings: dict[str, Any], img_size: int,
+                   in_chans: int) -> EvalData:
+    # The test splits of runs trained with mixkit-train --dataset cub / placed_fashion_mnist.
+    if dataset == PLACED_DATASET:
+        return placed_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit,
+                           root=placed_root(args.data_dir, settings))
+    data_dir = args.data_dir or settings.get("data_dir")
+    if not data_dir:
+        raise ValueError("--dataset cub needs --data-dir (the CUB_200_2011 folder with images.txt and images/)")
+    data = cub_test(data_dir, img_size=img_size, in_chans=in_chans,
+                    crop_pct=args.crop_pct or settings.get("crop_pct") or 0.875,
+                    interpolation=settings.get("interpolation") or "bilinear", batch_size=args.batch_size,
+                    workers=args.workers)
+    return data if args.limit is None else _limited(data, args.limit, args.batch_size)
 
 
 def _default_output(weights: Path | None) -> Path:
@@ -231,6 +259,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               "run": str(args.run) if args.run else None, "data": data.source, "img_size": img_size,
               "mean": list(mean), "std": list(std), **result.to_dict(), "reliability_diagram": str(diagram),
               "device": str(device), "elapsed_s": elapsed, "torch": torch.__version__}
+    if args.localization:
+        report["localization"] = localization_report(args, model, settings, img_size=img_size, in_chans=in_chans,
+                                                     mean=mean, std=std, device=device, output=output)
     write_json_atomic(output, report)
     report["output"] = str(output)
     return report
@@ -257,8 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a:
         line += (f"\nFGSM {a['fgsm_top1']:.2f}%  PGD-{a['pgd_steps']} {a['pgd_top1']:.2f}%  at eps {a['eps']:.4f} "
                  f"(clean {a['clean_top1']:.2f}% on the {a['num_samples']} attacked images)")
+    loc = report.get("localization")
+    if loc:
+        line += (f"\nlocalization: MaxBoxAcc {loc['max_box_acc']:.2f}% (threshold {loc['best_threshold']:.2f}), "
+                 f"at the threshold chosen on {loc['threshold_chosen_on']}, {loc['chosen_threshold']:.2f}: "
+                 f"top-1 loc {loc['top1_loc']:.2f}%, GT-known loc {loc['gt_known_loc']:.2f}% "
+                 f"({loc['num_test']} test images)")
     print(line)
-    print(f"wrote {report['output']} and {report['reliability_diagram']}")
+    figure = f" and {loc['figure']}" if loc else ""
+    print(f"wrote {report['output']} and {report['reliability_diagram']}{figure}")
     return 0
 
 

@@ -48,9 +48,13 @@ def _add_data(parser: argparse.ArgumentParser) -> None:
                    help="dataset root: an ImageFolder with split folders (train/, val/ or validation/); for "
                         "--loader ffcv, a folder holding <split>.beton files written by `mixkit convert`")
     g.add_argument("--dataset", "-d", default="", metavar="NAME",
-                   help="dataset type: '' (ImageFolder under --data-dir, default) or 'fashion_mnist' "
+                   help="dataset type: '' (ImageFolder under --data-dir, default), 'fashion_mnist' "
                         "(Debian's offline Fashion-MNIST: train split for training, the 10,000-image test "
-                        "split for evaluation; --data-dir may name the IDX folder)")
+                        "split for evaluation; --data-dir may name the IDX folder), 'placed_fashion_mnist' "
+                        "(its objects at random positions and scales on cluttered 64 x 64 canvases, with "
+                        "boxes, for mixkit-eval --localization placed) or 'cub' (CUB-200-2011's layout "
+                        "under --data-dir: train_test_split.txt's training images train, its test images "
+                        "evaluate)")
     g.add_argument("--train-split", default="train", metavar="NAME",
                    help="training split folder (default: train; 'training' also found)")
     g.add_argument("--val-split", default="validation", metavar="NAME",

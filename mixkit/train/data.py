@@ -2,7 +2,10 @@
 
 ``--dataset ''`` reads ``--data-dir`` through ``mixkit.data.create_loader`` (ImageFolder split folders for
 'torch' and 'dali', ``<split>.beton`` files for 'ffcv'); ``--dataset fashion_mnist`` reads Debian's offline
-IDX files into memory and serves them through the 'memory' backend of ``create_loader``.
+IDX files into memory and serves them through the 'memory' backend of ``create_loader``, as does
+``--dataset placed_fashion_mnist`` (its objects on cluttered 64 x 64 canvases, ``mixkit.datasets.placed``);
+``--dataset cub`` reads CUB-200-2011's layout under ``--data-dir`` (``train_test_split.txt``: 1 trains, 0 is
+evaluated) through the 'torch' backend.
 """
 from __future__ import annotations
 
@@ -19,12 +22,13 @@ from mixkit.data import create_loader, list_backends
 from mixkit.data.classes import source_classes
 
 __all__ = ["FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSpec", "build_loaders",
-           "count_classes", "progressive_size", "resolve_data_spec", "resolve_split"]
+           "count_classes", "eval_split_name", "progressive_size", "resolve_data_spec", "resolve_split"]
 
 # Per-channel statistics of Fashion-MNIST's 60,000 training images (0-1 scale).
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
-DATASETS = ("", "fashion_mnist")
+DATASETS = ("", "fashion_mnist", "placed_fashion_mnist", "cub")
+_IN_MEMORY = ("fashion_mnist", "placed_fashion_mnist")
 
 # timm's split-folder synonyms (timm.data.dataset_factory): a missing split is an error here, where timm
 # would silently fall back to the root folder.
@@ -80,14 +84,29 @@ class DataSpec:
     classes: list[str] | None = None
 
 
+def eval_split_name(dataset: str, val_split: str) -> str:
+    """The split the evaluation numbers are on: 'test' for the built-in datasets, else the --val-split folder."""
+    return "test" if dataset in DATASETS[1:] else val_split
+
+
 def resolve_data_spec(args) -> DataSpec:
     """Checks the data arguments and finds the split sources, before any model or loader is built."""
     if args.dataset not in DATASETS:
-        raise ValueError(f"unknown --dataset {args.dataset!r}: use '' (an ImageFolder under --data-dir) or "
-                         "'fashion_mnist'")
+        raise ValueError(f"unknown --dataset {args.dataset!r}: use '' (an ImageFolder under --data-dir), "
+                         "'fashion_mnist', 'placed_fashion_mnist' or 'cub' (CUB-200-2011's layout under --data-dir)")
     if args.loader not in list_backends():
         raise ValueError(f"unknown --loader {args.loader!r}: choose one of {', '.join(list_backends())}")
-    if args.dataset == "fashion_mnist":
+    if args.dataset == "cub":
+        from mixkit.datasets import read_cub
+
+        if not args.data_dir:
+            raise ValueError("--dataset cub needs --data-dir CUB_200_2011 (the folder with images.txt and images/)")
+        if args.loader != "torch":
+            raise ValueError("--dataset cub is read from CUB's own layout by the 'torch' loader: use --loader torch")
+        records = read_cub(args.data_dir)
+        root = records.root
+        return DataSpec("cub", root, root if args.val_split else None, len(records.classes), 3)
+    if args.dataset in _IN_MEMORY:
         from mixkit.datasets import DEFAULT_FASHION_MNIST_ROOT
 
         root = Path(args.data_dir) if args.data_dir else DEFAULT_FASHION_MNIST_ROOT
@@ -98,7 +117,12 @@ def resolve_data_spec(args) -> DataSpec:
                                     "(apt-get install dataset-fashion-mnist, or `make install-demo-data`) or pass "
                                     "--data-dir <folder with the IDX .gz files>")
         if args.loader != "torch":
-            raise ValueError("--dataset fashion_mnist is read into memory: use --loader torch (the default)")
+            raise ValueError(f"--dataset {args.dataset} is read into memory: use --loader torch (the default)")
+        if args.dataset == "placed_fashion_mnist":
+            from mixkit.datasets import PLACED_FASHION_MNIST_MEAN, PLACED_FASHION_MNIST_STD, PlacedConfig
+
+            return DataSpec(args.dataset, root, root if args.val_split else None, 10, 1, PlacedConfig().canvas,
+                            PLACED_FASHION_MNIST_MEAN, PLACED_FASHION_MNIST_STD)
         from mixkit.datasets import FashionMNIST
 
         return DataSpec("fashion_mnist", root, root if args.val_split else None, 10, 1, 28,
@@ -134,17 +158,18 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
     the training data does not have is a ValueError naming it."""
     eval_img_size = eval_img_size or img_size
     eval_bs = args.validation_batch_size or args.batch_size
-    if spec.dataset == "fashion_mnist":
-        from mixkit.datasets import FashionMNIST
+    if spec.dataset in _IN_MEMORY:
+        from mixkit.datasets import FashionMNIST, PlacedFashionMNIST
 
-        train_ds = FashionMNIST(root=spec.train_source, train=True)
+        cls = PlacedFashionMNIST if spec.dataset == "placed_fashion_mnist" else FashionMNIST
+        train_ds = cls(root=spec.train_source, train=True)
         shared = dict(device=device, mean=tuple(mean), std=tuple(std), rank=rank, world_size=world_size,
                       seed=args.seed, channels_last=args.channels_last, classes=FashionMNIST.classes)
         train = create_loader("memory", (train_ds.images, train_ds.labels), batch_size=args.batch_size,
                               is_training=True, img_size=img_size, hflip=args.hflip, **shared)
         val = None
         if spec.eval_source is not None and with_eval:
-            test_ds = FashionMNIST(root=spec.eval_source, train=False)
+            test_ds = cls(root=spec.eval_source, train=False)
             val = create_loader("memory", (test_ds.images, test_ds.labels), batch_size=eval_bs,
                                 is_training=False, img_size=eval_img_size, **shared)
         return train, val
@@ -158,10 +183,16 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
         extra = dict(persistent_workers=False, interpolation=interpolation or "bilinear", validate=args.validate)
     elif args.loader == "dali":
         extra = dict(validate=args.validate)  # used for ImageFolder sources, not tar shards
-    train = create_loader(args.loader, spec.train_source, batch_size=args.batch_size, is_training=True,
+    train_source, eval_source = spec.train_source, spec.eval_source
+    if spec.dataset == "cub":
+        from mixkit.datasets import cub_index, read_cub
+
+        records = read_cub(spec.train_source)
+        train_source, eval_source = cub_index(records, True), cub_index(records, False) if eval_source else None
+    train = create_loader(args.loader, train_source, batch_size=args.batch_size, is_training=True,
                           img_size=img_size, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip, **common, **extra)
     val = None
     if spec.eval_source is not None and with_eval:
-        val = create_loader(args.loader, spec.eval_source, batch_size=eval_bs, is_training=False,
+        val = create_loader(args.loader, eval_source, batch_size=eval_bs, is_training=False,
                             img_size=eval_img_size, class_map=train.classes, **common, **extra)
     return train, val

@@ -19,7 +19,7 @@ import torch
 from ..mix import MixupBase
 from ..mix.parts import part_parameters, sync_part_gradients
 from .checkpoint import CheckpointError, get_rng_state, set_rng_state
-from .data import build_loaders, progressive_size
+from .data import build_loaders, eval_split_name, progressive_size
 from .evaluate import evaluate
 from .progress import EpochProgress
 from .setup import Run, build_mixup, method_state, setup, validate_args
@@ -244,8 +244,8 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
     summary = {"run_dir": str(run.run_dir), "world_size": run.world, "complete": True,
                "epochs_trained": run.num_epochs, "num_updates": run.state.num_updates,
                "eval_samples": eval_metrics.get("samples"), "final": run.rows[-1] if run.rows else None,
-               # The split the numbers are on: Fashion-MNIST's test split, else the --val-split folder.
-               "eval_split": "test" if args.dataset == "fashion_mnist" else args.val_split,
+               # The split the numbers are on: a built-in dataset's test split, else the --val-split folder.
+               "eval_split": eval_split_name(args.dataset, args.val_split),
                "train_seconds": elapsed, "images_per_second": run.images_seen / elapsed if elapsed > 0 else None,
                "process_cpu_seconds": cpu_seconds,
                "global_batch_size": args.batch_size * run.world * args.grad_accum_steps}

@@ -25,7 +25,7 @@ from ..mix.parts import add_part_param_groups, broadcast_parts
 from ..timm_compat import check_timm_mixup, create_timm_mixup, mixup_active, timm_mixup_args
 from .args import args_to_yaml_dict
 from .checkpoint import CheckpointManager, find_checkpoint, list_checkpoints
-from .data import DataSpec, build_loaders, progressive_size, resolve_data_spec
+from .data import DataSpec, build_loaders, eval_split_name, progressive_size, resolve_data_spec
 from .state import TrainState
 from .summary import read_summary, summary_columns
 
@@ -234,7 +234,7 @@ def setup(args: argparse.Namespace) -> Run:
     if args.input_size is not None:
         in_chans, img_size_arg = args.input_size[0], args.input_size[1]
     in_chans = in_chans or spec.in_chans
-    if spec.dataset == "" and in_chans != 3:
+    if spec.dataset in ("", "cub") and in_chans != 3:
         raise ValueError(f"--in-chans {in_chans}: ImageFolder loaders yield RGB images; use 3")
     num_classes = args.num_classes or spec.num_classes
     if num_classes is None:
@@ -275,7 +275,7 @@ def setup(args: argparse.Namespace) -> Run:
     resolved = dict(model=args.model, model_kwargs=dict(args.model_kwargs), num_classes=num_classes,
                     in_chans=in_chans, img_size=img_size, mean=list(mean), std=list(std), crop_pct=crop_pct,
                     dataset=spec.dataset, data_dir=str(spec.train_source if spec.dataset else args.data_dir),
-                    val_split="test" if spec.dataset == "fashion_mnist" else args.val_split, lr=lr,
+                    val_split=eval_split_name(spec.dataset, args.val_split), lr=lr,
                     parts=sorted(parts), classes=train_loader.classes)
     if resume_ckpt is None and list_checkpoints(run_dir):
         raise ValueError(f"run directory {run_dir} already holds checkpoints: continue it with --resume {run_dir}, "
