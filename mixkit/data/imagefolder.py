@@ -153,10 +153,13 @@ def validate_image(
     """
     reason = _extension_problem(path)
     if reason is None:
-        reason, width, height = _read_verdict(path, full)
-        if reason is None and check_size is not None:
-            reason = check_size(width, height)
+        reason = _with_size_check(*_read_verdict(path, full), check_size)
     return reason
+
+
+def _with_size_check(reason: str | None, width: int, height: int, check_size) -> str | None:
+    # A decoded file's verdict, then the backend's size test on a good one.
+    return reason if reason is not None or check_size is None else check_size(width, height)
 
 
 def _validate_cached(paths: list[str], root: Path, check_size, num_threads: int | None) -> list[str | None]:
@@ -175,14 +178,13 @@ def _validate_cached(paths: list[str], root: Path, check_size, num_threads: int 
         if hit is None:
             todo.append(i)
             continue
-        reason, width, height = hit
-        reasons[i] = reason if reason is not None or check_size is None else check_size(width, height)
+        reasons[i] = _with_size_check(*hit, check_size)
     if todo:
         with ThreadPoolExecutor(max_workers=num_threads or os.cpu_count() or 1) as pool:
             verdicts = list(pool.map(partial(_read_verdict, full=True), [paths[i] for i in todo], chunksize=16))
         for i, (reason, width, height) in zip(todo, verdicts, strict=True):
             cache.put(paths[i], reason, width, height)
-            reasons[i] = reason if reason is not None or check_size is None else check_size(width, height)
+            reasons[i] = _with_size_check(reason, width, height, check_size)
         cache.save()
     return reasons
 

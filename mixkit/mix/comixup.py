@@ -33,7 +33,7 @@ from .comixup_solver import (
     peak_distance,
     saliency_map,
 )
-from .rng import rand, randint
+from .rng import dirichlet, rand, randint
 from .saliency import input_gradient
 from .targets import Lam, to_device
 
@@ -41,12 +41,6 @@ __all__ = ["CoMixup", "CoMixupDraw"]
 
 RANDOM_BLOCKS = -1
 RANDOM_BLOCK_CHOICES = (2, 4, 8, 16)  # the authors' m_block_num=-1: 2 ** randint(1, 5)
-NO_GRADIENT_ERROR = (
-    "comixup needs the loss gradient with respect to the input images (its saliency), but the model gives "
-    "none: its forward does not use the input differentiably (it detaches it, casts it to an integer type, "
-    "or runs under torch.no_grad inside). Make the input path differentiable, or use a method without a "
-    "saliency pass ('mixup', 'cutmix')"
-)
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,8 +171,8 @@ class CoMixup(MixupBase):
         priors, inits = [], []
         for n in groups:
             mixed = n > 1  # one sample has nothing to mix with: left as it is
-            priors.append(np.random.dirichlet(np.full(n, self.mixup_alpha)) if mixed else None)  # noqa: NPY002
-            inits.append(np.random.randint(0, n, (n, block_num, block_num)) if mixed else None)  # noqa: NPY002
+            priors.append(dirichlet(self.mixup_alpha, n) if mixed else None)
+            inits.append(randint(n, (n, block_num, block_num)) if mixed else None)
         if not any(n > 1 for n in groups):
             return Draw()
         return CoMixupDraw(branch="input", layer="input", block_num=block_num, groups=groups, priors=tuple(priors),
@@ -188,12 +182,7 @@ class CoMixup(MixupBase):
         if not isinstance(draw, CoMixupDraw):
             return draw
         loss_fn = F.binary_cross_entropy_with_logits if self.multi_label else None
-        try:
-            grad, _ = input_gradient(self.model, x, target.float() if self.multi_label else target, loss_fn=loss_fn)
-        except RuntimeError as err:
-            if "does not require grad" in str(err) or "not have been used in the graph" in str(err):
-                raise ValueError(NO_GRADIENT_ERROR) from err
-            raise
+        grad, _ = input_gradient(self.model, x, target.float() if self.multi_label else target, loss_fn=loss_fn)
         saliency = saliency_map(grad)
         blocks = block_saliency(saliency, draw.block_num).cpu()  # the graph cuts run on the host
         distance = peak_distance(saliency).cpu()

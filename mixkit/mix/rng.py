@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["beta", "permutation", "rand", "randint"]
+__all__ = ["beta", "dirichlet", "permutation", "rand", "randint"]
 
 
 def rand(size: int | None = None) -> float | np.ndarray:
@@ -22,9 +22,14 @@ def beta(alpha: float, size: int | None = None) -> float | np.ndarray:
     return np.random.beta(alpha, alpha, size=size)  # noqa: NPY002
 
 
-def randint(high: int) -> int:
-    """A uniform int in [0, high)."""
-    return int(np.random.randint(high))  # noqa: NPY002
+def dirichlet(alpha: float, n: int) -> np.ndarray:
+    """One Dirichlet(alpha, ..., alpha) draw over n weights."""
+    return np.random.dirichlet(np.full(n, alpha))  # noqa: NPY002
+
+
+def randint(high: int, size: tuple[int, ...] | None = None) -> int | np.ndarray:
+    """A uniform int in [0, high), or an array of them of shape ``size``."""
+    return int(np.random.randint(high)) if size is None else np.random.randint(0, high, size)  # noqa: NPY002
 
 
 def permutation(n: int) -> np.ndarray:

@@ -27,7 +27,14 @@ from torch import nn
 
 from .layers import unwrap_model
 
-__all__ = ["frozen_norm_statistics", "input_gradient"]
+__all__ = ["NO_INPUT_GRADIENT", "frozen_norm_statistics", "input_gradient"]
+
+NO_INPUT_GRADIENT = (
+    "the saliency pass needs the loss gradient with respect to the input images, but the model gives none: its "
+    "forward does not use the input differentiably (it detaches it, casts it to an integer type, or runs under "
+    "torch.no_grad inside). Make the input path differentiable, or use a method without a saliency pass "
+    "('mixup', 'cutmix')"
+)
 
 
 @contextlib.contextmanager
@@ -63,11 +70,19 @@ def input_gradient(
 
     Returns:
         ``(grad, logits)``, both detached: grad has x's shape and dtype, logits are float32.
+
+    Raises:
+        ValueError: The model's forward gives the loss no gradient with respect to its input.
     """
     module = unwrap_model(model)
     loss_fn = loss_fn or F.cross_entropy
     with torch.enable_grad(), frozen_norm_statistics(module):
         inputs = x.detach().requires_grad_(True)
         logits = module(inputs).float()
-        (grad,) = torch.autograd.grad(loss_fn(logits, target), inputs)
+        try:
+            (grad,) = torch.autograd.grad(loss_fn(logits, target), inputs)
+        except RuntimeError as err:  # autograd's words for an input the loss does not depend on
+            if "does not require grad" in str(err) or "not have been used in the graph" in str(err):
+                raise ValueError(NO_INPUT_GRADIENT) from err
+            raise
     return grad.detach(), logits.detach()

@@ -69,9 +69,7 @@ def count_classes(split_dir: Path) -> int | None:
 
 @dataclass
 class DataSpec:
-    """What the data fixes before the model exists: sources, classes and channels. ``classes`` are the
-    training source's class names in label order (None when it names none), which the evaluation split is
-    labelled by."""
+    """What the data fixes before the model exists: sources, classes and channels."""
 
     dataset: str
     train_source: Path | None
@@ -81,7 +79,6 @@ class DataSpec:
     native_size: int | None = None
     default_mean: tuple[float, ...] | None = None
     default_std: tuple[float, ...] | None = None
-    classes: list[str] | None = None
 
 
 def eval_split_name(dataset: str, val_split: str) -> str:
@@ -123,18 +120,15 @@ def resolve_data_spec(args) -> DataSpec:
 
             return DataSpec(args.dataset, root, root if args.val_split else None, 10, 1, PlacedConfig().canvas,
                             PLACED_FASHION_MNIST_MEAN, PLACED_FASHION_MNIST_STD)
-        from mixkit.datasets import FashionMNIST
-
         return DataSpec("fashion_mnist", root, root if args.val_split else None, 10, 1, 28,
-                        FASHION_MNIST_MEAN, FASHION_MNIST_STD, classes=list(FashionMNIST.classes))
+                        FASHION_MNIST_MEAN, FASHION_MNIST_STD)
     if not args.data_dir:
         raise ValueError("no data: pass --data-dir <ImageFolder root with train/ and val/> or "
                          "--dataset fashion_mnist")
     suffix = ".beton" if args.loader == "ffcv" else ""
     train = resolve_split(args.data_dir, args.train_split, suffix=suffix)
     val = resolve_split(args.data_dir, args.val_split, suffix=suffix) if args.val_split else None
-    classes = source_classes(train)
-    return DataSpec("", train, val, len(classes) if classes else None, 3, classes=classes)
+    return DataSpec("", train, val, count_classes(train), 3)
 
 
 def progressive_size(epoch: int, prog_res: Sequence[int] | None, default: int) -> int:
