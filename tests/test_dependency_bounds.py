@@ -14,6 +14,7 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -63,7 +64,16 @@ BACKEND_FILES = {"mixkit/data/ffcv_loader.py": "ffcv", "mixkit/data/ffcv_ops.py"
 
 
 def _third_party_imports() -> list[tuple[str, str, bool]]:
-    """(top-level module, mixkit file, imported at module level) for every module outside the standard library."""
+    """(top-level module, mixkit file, imported at module level) for every module outside the standard library.
+
+    Parsed in a fresh interpreter: CPython 3.11 before 3.11.8 keeps a corrupted AST recursion counter after an
+    earlier test's failed AST conversion (CPython issue 106905), and ``ast.parse`` then raises SystemError.
+    """
+    out = subprocess.run([sys.executable, __file__, "--list-imports"], capture_output=True, text=True, check=True)
+    return [tuple(row) for row in json.loads(out.stdout)]
+
+
+def _parse_imports() -> list[tuple[str, str, bool]]:
     found = []
     for path in sorted((ROOT / "mixkit").rglob("*.py")):
         tree = ast.parse(path.read_text(), str(path))
@@ -172,3 +182,7 @@ def test_lower_bounds_install_and_pass_a_part_of_the_suite():
     proc = subprocess.run([str(python), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *SUBSET],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"the suite on the lower bounds {pins} failed:\n{proc.stdout[-6000:]}{proc.stderr[-2000:]}"
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--list-imports"]:
+    print(json.dumps(_parse_imports()))
