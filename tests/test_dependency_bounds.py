@@ -36,7 +36,8 @@ PROVIDED_BY = {"triton": "torch"}
 # What the lower-bound environment runs: together these import every pinned package.
 SUBSET = ["tests/test_timm_compat.py", "tests/test_mix_input.py", "tests/test_mix_contract.py",
           "tests/test_train_run.py", "tests/test_eval_cli.py", "tests/test_ot_contract.py",
-          "tests/test_ot_numba.py", "tests/test_viz.py", "tests/test_rundir.py"]
+          "tests/test_ot_numba.py", "tests/test_viz.py", "tests/test_rundir.py", "tests/test_mix_comixup.py",
+          "tests/test_eval_localization.py"]
 
 
 def _project() -> dict:
