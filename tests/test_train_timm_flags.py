@@ -113,3 +113,17 @@ def test_grad_checkpointing_refused_with_a_hooking_method():
         check_grad_checkpointing(args, model)
     check_grad_checkpointing(parse_args(["--grad-checkpointing", "--mixup", "0.2"]),
                              timm.create_model("resnet18", num_classes=10))
+
+
+def test_end_to_end_run_with_timm_flags(tmp_path):
+    import yaml
+
+    from tests.train_fixtures import make_image_folder, tiny_args, train_in_process
+
+    data = make_image_folder(tmp_path / "data")
+    summary = train_in_process(tiny_args(data, tmp_path / "out", "--aa", "rand-m9-mstd0.5", "--reprob", "0.25",
+                                         "--color-jitter", "0.3", "--bce-loss", "--bce-target-thresh", "0.2",
+                                         "--mixup", "0.2"))
+    assert summary["complete"]
+    saved = yaml.safe_load((tmp_path / "out" / "run" / "args.yaml").read_text())
+    assert saved["aa"] == "rand-m9-mstd0.5" and saved["reprob"] == 0.25 and saved["bce_loss"] is True
