@@ -197,7 +197,7 @@ def evaluate_epoch(run: Run) -> dict[str, Any]:
     from timm.utils import distribute_bn
 
     args = run.args
-    if args.dist_bn in ("broadcast", "reduce") and run.world > 1:
+    if args.dist_bn in ("broadcast", "reduce") and run.world > 1 and not args.sync_bn:  # SyncBN: equal already
         # timm's --dist-bn: make BatchNorm statistics equal across ranks before evaluating and saving.
         distribute_bn(run.model, run.world, reduce=args.dist_bn == "reduce")
     if run.eval_loader is None:
