@@ -61,3 +61,4 @@ def test_tensorboard_events_hold_epoch_and_step_points(tmp_path):
     assert len(tags["train/loss"]) >= 1 and "train/lr" in tags
     recorded = yaml.safe_load((run / "args.yaml").read_text())
     assert recorded["log_with"] == ["tensorboard"] and recorded["mixed_precision"] == "no"
+    assert summary["mixed_precision"] == "no"

@@ -249,7 +249,7 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
                # The split the numbers are on: a built-in dataset's test split, else the --val-split folder.
                "eval_split": eval_split_name(args.dataset, args.val_split),
                "train_seconds": elapsed, "images_per_second": run.images_seen / elapsed if elapsed > 0 else None,
-               "process_cpu_seconds": cpu_seconds,
+               "process_cpu_seconds": cpu_seconds, "mixed_precision": accelerator.mixed_precision,
                "global_batch_size": args.batch_size * run.world * args.grad_accum_steps}
     if accelerator.is_main_process:
         save_model_safetensors(run.unwrapped, run.run_dir / "model.safetensors")
