@@ -270,7 +270,8 @@ def _add_misc(parser: argparse.ArgumentParser) -> None:
     g.add_argument("-j", "--workers", type=int, default=4, metavar="N",
                    help="loader worker processes/threads per process (default: 4)")
     g.add_argument("--amp", action="store_true", default=False,
-                   help="mixed precision through Accelerate (dtype from --amp-dtype)")
+                   help="mixed precision through Accelerate (dtype from --amp-dtype); `accelerate launch "
+                        "--mixed_precision` wins when it is set: args.yaml's mixed_precision records what ran")
     g.add_argument("--amp-dtype", default="float16", help="float16 or bfloat16 (default: float16)")
     g.add_argument("--output", default="", metavar="PATH", help="parent of run directories (default: ./output/train)")
     g.add_argument("--experiment", default="", metavar="NAME",
@@ -286,6 +287,17 @@ def _add_misc(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu", action="store_true", default=False, help="train on the CPU even when CUDA is present")
 
 
+def _add_logging(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Experiment trackers (Accelerate)")
+    g.add_argument("--log-with", default="none", metavar="NAMES",
+                   help="Accelerate trackers: tensorboard, wandb, mlflow, all (every installed one) or none, comma "
+                        "lists allowed; they write under the run directory; per-epoch metrics and every "
+                        "--log-interval steps loss/lr/throughput; wandb runs offline unless WANDB_MODE is set "
+                        "(default: none)")
+    g.add_argument("--log-wandb", action="store_true", default=False,
+                   help="timm's flag: the same as adding wandb to --log-with")
+
+
 def build_parser(description: str = "Train an image classifier with timm's flags and mixkit's mixing methods "
                  "on Accelerate.") -> argparse.ArgumentParser:
     """The full ``mixkit-train`` parser (``-c/--config`` included, so ``--help`` lists it)."""
@@ -294,7 +306,7 @@ def build_parser(description: str = "Train an image classifier with timm's flags
                         help="YAML file of argument defaults (keys are flag names with underscores); the "
                              "command line overrides it")
     for add in (_add_data, _add_model, _add_optimizer, _add_schedule, _add_augmentation, _add_timm_augment, _add_loss,
-                _add_model_regularization, _add_ema, _add_misc):
+                _add_model_regularization, _add_ema, _add_misc, _add_logging):
         add(parser)
     return parser
 

@@ -28,6 +28,7 @@ from .checkpoint import CheckpointManager, find_checkpoint, list_checkpoints
 from .data import DataSpec, build_loaders, eval_split_name, progressive_size, resolve_data_spec
 from .state import TrainState
 from .summary import read_summary, summary_columns
+from .tracking import resolve_log_with
 
 __all__ = ["Run", "build_mixup", "check_grad_checkpointing", "convert_sync_bn", "create_train_loss",
            "load_method_state", "method_state", "resolve_lr", "setup", "validate_args"]
@@ -217,7 +218,6 @@ class Run:
     rows: list[dict[str, Any]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     extra_loss_name: str | None = None
-    tb: Any = None
     last_ckpt: Path | None = None
     bad_step: torch.Tensor | None = None
     images_seen: int = 0
@@ -268,8 +268,11 @@ def setup(args: argparse.Namespace) -> Run:
     if args.resume:
         resume_ckpt, resume_run = find_checkpoint(args.resume)
 
+    log_with = resolve_log_with(args.log_with, args.log_wandb)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=("bf16" if args.amp_dtype == "bfloat16" else "fp16")
-                              if args.amp else None)
+                              if args.amp else None, log_with=log_with or None,
+                              # Accelerate wants a logging dir now; init_trackers below points it at the run.
+                              project_dir=(args.output or "./output/train") if log_with else None)
     rank, world = accelerator.process_index, accelerator.num_processes
     # timm's seeding: the same model init everywhere (DDP broadcasts rank 0's anyway), per-rank streams.
     torch.manual_seed(args.seed)
@@ -322,7 +325,9 @@ def setup(args: argparse.Namespace) -> Run:
                     in_chans=in_chans, img_size=img_size, mean=list(mean), std=list(std), crop_pct=crop_pct,
                     dataset=spec.dataset, data_dir=str(spec.train_source if spec.dataset else args.data_dir),
                     val_split=eval_split_name(spec.dataset, args.val_split), lr=lr,
-                    parts=sorted(parts), classes=train_loader.classes)
+                    parts=sorted(parts), classes=train_loader.classes,
+                    # What ran: `accelerate launch --mixed_precision` overrides --amp (Accelerate reads its env).
+                    mixed_precision=accelerator.mixed_precision, log_with=log_with)
     if resume_ckpt is None and list_checkpoints(run_dir):
         raise ValueError(f"run directory {run_dir} already holds checkpoints: continue it with --resume {run_dir}, "
                          "or choose another --experiment (nothing is overwritten)")
@@ -405,7 +410,10 @@ def setup(args: argparse.Namespace) -> Run:
               bad_step=torch.full((), -1, dtype=torch.int64, device=accelerator.device))
     if accelerator.is_main_process:
         run.rows = read_summary(run_dir / "summary.csv", state.epoch)
-        run.tb = _tensorboard(run_dir)
+    if log_with:
+        accelerator.project_configuration.set_directories(str(run_dir))  # trackers write inside the run
+        accelerator.init_trackers(run_dir.name, config={k: v for k, v in resolved.items()
+                                                        if isinstance(v, (int, float, str, bool))})
     return run
 
 
@@ -417,13 +425,3 @@ def _seed_rank(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (timm's Mixup and mixkit's methods draw from it)
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(run_dir / "tensorboard"))
