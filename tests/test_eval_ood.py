@@ -37,3 +37,10 @@ def test_scores_match_formulas():
     logits = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
     assert torch.allclose(msp_score(logits), logits.softmax(1).max(1).values)
     assert torch.allclose(energy_score(logits), torch.log(torch.exp(logits).sum(1)))
+
+
+def test_ece_refuses_logits():
+    from mixkit.eval import expected_calibration_error
+
+    with pytest.raises(ValueError, match="softmax"):
+        expected_calibration_error(torch.tensor([[4.0, -1.0], [0.2, 3.0]]), torch.tensor([0, 1]))
