@@ -33,6 +33,10 @@ NOT_INSTALLED = {"torch", "torchvision"}
 # Imported modules that a declared dependency brings (torch's CUDA wheels require triton; mixkit imports it
 # only on CUDA, through torch).
 PROVIDED_BY = {"triton": "torch"}
+# Modules that several interchangeable distributions install: OpenCV's four builds all provide `cv2`, and
+# which one is installed depends on the extras chosen (ffcv's plain build here, the contrib build for SaliencyMix).
+INTERCHANGEABLE = {"cv2": {"opencv-python", "opencv-python-headless", "opencv-contrib-python",
+                           "opencv-contrib-python-headless"}}
 # What the lower-bound environment runs: together these import every pinned package.
 SUBSET = ["tests/test_timm_compat.py", "tests/test_mix_input.py", "tests/test_mix_contract.py",
           "tests/test_train_run.py", "tests/test_eval_cli.py", "tests/test_ot_contract.py",
@@ -115,7 +119,7 @@ def test_every_third_party_import_is_declared():
     for module, file, eager in _third_party_imports():
         if PROVIDED_BY.get(module) in groups["core"]:
             continue
-        names = _distributions(module)
+        names = _distributions(module) | INTERCHANGEABLE.get(module, set())
         allowed = (groups["core"] | groups.get(BACKEND_FILES.get(file, "core"), set())) if eager else everything
         if not names & allowed:
             wrong.append(f"{file}: {module} ({', '.join(sorted(names)) or 'not installed'}, "

@@ -260,7 +260,7 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
             if name in run.part_emas:
                 save_model_safetensors(run.part_emas[name].module, run.run_dir / f"{name}_ema.safetensors")
         write_summary(run.run_dir, run.rows, {k: v for k, v in summary.items() if k != "final"}, run.columns)
-    accelerator.end_training()
+    # train() calls end_training() (trackers closed, process group destroyed) after this barrier.
     accelerator.wait_for_everyone()
     return summary
 
