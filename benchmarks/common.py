@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import importlib
 import json
 import math
 import os
@@ -517,7 +518,17 @@ def emulated_cuda_step(*, solver: str = "default") -> Iterator[_CudaEmulation]:
     """
     from unittest import mock
 
-    with emulated_cuda_pipeline(solver=solver) as emu:
+    with emulated_cuda_pipeline(solver=solver) as emu, mock.patch.object(torch.Tensor, "cpu", _counted_cpu), \
+            contextlib.ExitStack() as host_work:
+        emu.note += "; Tensor.cpu() counted as a device-to-host copy (a no-op on CPU tensors, a sync on CUDA)"
+        for module_name, names in HOST_FUNCTIONS.items():
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+            for name in names:
+                host_work.enter_context(mock.patch.object(module, name, _uncounted(getattr(module, name))))
+            emu.note += f"; {module_name}'s host work ({', '.join(names)}) not counted"
         try:
             from mixkit.mix.labels import LabelRangeCheck
         except ImportError:
@@ -530,3 +541,41 @@ def emulated_cuda_step(*, solver: str = "default") -> Iterator[_CudaEmulation]:
         with mock.patch.object(LabelRangeCheck, "__call__", queued_check):
             emu.note += "; label range check: its CUDA logic (device-side aminmax, no host read)"
             yield emu
+
+
+# Functions that run on the host on the CUDA pipeline too (after a counted device-to-host copy): their ops
+# are host work, neither launches nor syncs on CUDA, so an emulated step does not count them. A method with
+# host work (graph cuts, say) adds its functions here, as looked up by the module that calls them.
+HOST_FUNCTIONS = {"mixkit.mix.comixup": ("compatibility", "assign_blocks", "label_weights")}
+_tensor_cpu = torch.Tensor.cpu
+
+
+def _uncounted(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with an active :class:`OpCounter` paused while it runs."""
+    import functools
+
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        mode = _get_current_dispatch_mode()
+        with mode.paused() if isinstance(mode, OpCounter) else contextlib.nullcontext():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _counted_cpu(self: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """``Tensor.cpu`` that an active :class:`OpCounter` counts as a device-to-host copy.
+
+    In an emulated CUDA step every tensor of the step stands for a device tensor, and code moves a tensor to
+    the host only where it lives on the device (the host graph cuts of Co-Mixup, OpenCV's saliency); on CPU
+    tensors ``.cpu()`` dispatches nothing, so without this the copy, a sync on CUDA, would go unseen.
+    """
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    mode = _get_current_dispatch_mode()
+    if isinstance(mode, OpCounter) and self.device.type == "cpu" and not mode._paused:
+        mode.syncs["device_to_host_copy"] += 1
+        mode.sync_sites[_caller_site()] += 1
+    return _tensor_cpu(self, *args, **kwargs)

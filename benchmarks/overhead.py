@@ -33,7 +33,9 @@ GPU-free proxy (issue 11): host syncs (and dispatched torch ops) per training st
 the default CUDA pipeline, counted with a TorchDispatchMode on CPU tensors running the CUDA code
 path's logic (benchmarks/common.py: OpCounter, emulated_cuda_step), on the preset's model at a
 small batch and resolution (the counts do not depend on either). Target: at most 2 host syncs per
-AlignMixup step.
+AlignMixup step; every method's budget is SYNC_BUDGETS (the saliency methods' saliency pass included:
+Co-Mixup 2 copies to the host for its graph cuts, SaliencyMix none). Not seen by the proxy: blocking
+host-to-device copies (``torch.tensor(..., device=...)``), which wait for the device on CUDA too.
 
 Writes benchmarks/results/overhead-<preset>[-<tag>].json and .png and prints a table. Only measured
 numbers are reported, with the machine they were measured on.
@@ -76,6 +78,16 @@ from mixkit.ot import get_solver, normalize_cost, sinkhorn_torch, squared_euclid
 METHODS = ("none", *list_mixups(), "alignmixup_feature")
 TARGETS = {"cpu": 0.10, "cnn": 0.10, "cuda": 0.03}  # allowed alignmixup overhead per preset
 TARGET_SYNCS_PER_ALIGNMIXUP_STEP = 2
+# Host syncs per training step on the default CUDA pipeline that each method may take, as the proxy counts
+# them (a method not named here may take none: timm's input methods and Manifold Mixup keep everything on
+# the device). None: not bounded.
+SYNC_BUDGETS: dict[str, int | None] = {
+    **dict.fromkeys(("alignmixup", "alignmixup_ae", "alignmixup_feature"), TARGET_SYNCS_PER_ALIGNMIXUP_STEP),
+    "alignmixup_paper": None,  # the paper's reference solver reads its convergence at every iteration
+    "comixup": 2,  # the block saliency and the peak distances go to the host for the graph cuts
+    # saliencymix: none with its default gradient saliency (the peak and the box stay on the device);
+    # saliency='opencv' copies the source image to the host (1 sync), which the proxy does not run.
+}
 FMNIST_CNN = "fmnist_cnn5"
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(model="resnet18", img_size=128, batch_size=32, amp=False, channels_last=False, device="cpu",
@@ -180,8 +192,12 @@ def make_step(
 
 
 def branch_of(mix: Any) -> str:
-    """The branch the last call of a mixing object took: 'input' (input mixup) or 'step' (anything else)."""
-    return "input" if getattr(getattr(mix, "last_draw", None), "layer", None) == "input" else "step"
+    """The branch the last call of a mixing object took: 'input' (input mixup), 'none' (a method that left the
+    batch unmixed, SaliencyMix at its prob=0.5 say) or 'step' (anything else, no mixing object included)."""
+    draw = getattr(mix, "last_draw", None)
+    if draw is not None and not draw.mixed:
+        return "none"
+    return "input" if getattr(draw, "layer", None) == "input" else "step"
 
 
 def remove_hooks(steps: dict[str, Callable]) -> None:
@@ -249,18 +265,26 @@ def sync_proxy(cfg: dict[str, Any], methods: list[str], steps: int = 4) -> dict[
             for method in methods:
                 try:
                     step = make_step(method, model, optimizer, small, small["num_classes"], solver=emu.solver)
+                    feature_method = getattr(step.mix, "hooks", None) is not None
                     for _ in range(8):  # warm-up until a feature step ran (the guard's one-time check)
                         step(x, y)
-                        if branch_of(step.mix) == "step":
+                        if branch_of(step.mix) == "step" or (not feature_method and branch_of(step.mix) != "none"):
                             break
                     per_branch: dict[str, list[OpCounter]] = {}
-                    for _ in range(steps):
+                    # `steps` counted steps, and more (at most 8) until one mixed: a method that mixes only
+                    # some batches (SaliencyMix's prob=0.5) must have its mixing step, saliency pass and all, counted.
+                    for i in range(steps + 8):
+                        if i >= steps and (step.mix is None or set(per_branch) - {"none"}):
+                            break
                         with OpCounter() as counter:
                             step(x, y)
                         per_branch.setdefault(branch_of(step.mix), []).append(counter)
+                    budget = SYNC_BUDGETS.get(method, 0)
                     out["methods"][method] = {
                         branch: {"syncs": max(c.num_syncs for c in cs), "ops": max(c.num_ops for c in cs),
-                                 "sync_sites": dict(max(cs, key=lambda c: c.num_syncs).sync_sites)}
+                                 "sync_sites": dict(max(cs, key=lambda c: c.num_syncs).sync_sites),
+                                 "sync_budget": budget,
+                                 "within_budget": budget is None or max(c.num_syncs for c in cs) <= budget}
                         for branch, cs in per_branch.items()
                     }
                     remove_hooks({method: step})

@@ -169,3 +169,40 @@ def test_an_alignmixup_feature_step_keeps_its_sync_budget_on_the_cuda_path():
                     model(inputs)
             assert mix.hooks.num_fired == 2
     assert counter.num_syncs <= 2, dict(counter.sync_sites)
+
+
+def test_a_host_copy_in_an_emulated_step_is_a_sync_and_the_declared_host_work_is_not_counted():
+    """On CPU tensors ``.cpu()`` dispatches nothing: the emulated CUDA step counts it as the device-to-host copy it
+    is on CUDA; the functions declared as host work (Co-Mixup's graph cuts) are left out of the counts."""
+    from mixkit.mix import comixup
+
+    x = torch.randn(4, 4)
+    with emulated_cuda_step() as emu:
+        with OpCounter() as counter:
+            host = x.abs().cpu()
+            comixup.compatibility(host, 0.5)  # host work: neither launches nor syncs
+        assert "Tensor.cpu()" in emu.note and "compatibility" in emu.note
+    assert counter.syncs == {"device_to_host_copy": 1}
+    assert counter.ops == {"aten.abs.default": 1}
+    with OpCounter() as outside:  # outside the emulation the copy is a no-op again
+        x.cpu()
+    assert outside.num_syncs == 0
+
+
+@pytest.mark.slow
+def test_every_registered_method_keeps_its_sync_budget_in_the_proxy():
+    """overhead.py's proxy runs every registered method (the saliency methods' pass included) on the default
+    CUDA pipeline's logic; each stays within its stated budget (SYNC_BUDGETS; none where a method names none)."""
+    import overhead
+
+    from mixkit.mix import list_mixups
+
+    methods = ["none", *list_mixups()]
+    proxy = overhead.sync_proxy({**overhead.PRESETS["cnn"], "img_size": 16}, methods, steps=2)
+    assert "error" not in proxy and set(proxy["methods"]) == set(methods)
+    for method, branches in proxy["methods"].items():
+        assert "error" not in branches, (method, branches)
+        for branch, counts in branches.items():
+            assert counts["within_budget"], (method, branch, counts["syncs"], counts["sync_sites"])
+    assert {b["syncs"] for b in proxy["methods"]["comixup"].values()} == {2}  # its two copies for the graph cuts
+    assert proxy["methods"]["saliencymix"]["input"]["syncs"] == 0  # the peak and the box stay on the device

@@ -136,11 +136,13 @@ def peak_boxes(peaks: torch.Tensor, lam: np.ndarray, height: int, width: int) ->
     cut_rat = np.sqrt(1.0 - np.asarray(lam, dtype=np.float64))
     half = np.stack([(height * cut_rat).astype(np.int64) // 2, (width * cut_rat).astype(np.int64) // 2], axis=1)
     half = to_device(half, peaks.device)
-    limits = torch.tensor([height, width], device=peaks.device)
-    low = torch.minimum((peaks - half).clamp_min(0), limits)
-    high = torch.minimum((peaks + half).clamp_min(0), limits)
-    boxes = torch.stack([low[:, 0], high[:, 0], low[:, 1], high[:, 1]], dim=1)
-    area = (high - low).prod(dim=1)
+    # Clipped by Python scalars: a limits tensor built on the device would be a blocking host-to-device copy,
+    # which waits for the device's queue on CUDA (the saliency pass) like a read would.
+    (y0, x0), (y1, x1) = (peaks - half).unbind(1), (peaks + half).unbind(1)
+    y0, y1 = y0.clamp(0, height), y1.clamp(0, height)
+    x0, x1 = x0.clamp(0, width), x1.clamp(0, width)
+    boxes = torch.stack([y0, y1, x0, x1], dim=1)
+    area = (y1 - y0) * (x1 - x0)
     exact = torch.float32 if peaks.device.type == "mps" else torch.float64  # the authors' lam is a Python float
     corrected = (1.0 - area.to(exact) / (height * width)).float()
     return boxes, corrected
