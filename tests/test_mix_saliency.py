@@ -5,6 +5,8 @@ statistics, the parameters' gradients and the caller's grad mode left as they we
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -12,8 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mixkit.mix import input_gradient
+from mixkit.mix import get_mixup_class, input_gradient, list_mixups
 from mixkit.mix.saliency import frozen_norm_statistics
+
+DETACHING_MODEL = "mixkit_test_detaching_net"
 
 
 def _net() -> nn.Module:
@@ -86,3 +90,41 @@ def test_frozen_norm_statistics_restores_on_error() -> None:
         assert not torch.equal(model[1].running_mean, before)
         raise RuntimeError("boom")
     assert torch.equal(model[1].running_mean, before) and int(model[1].num_batches_tracked) == 0
+
+
+class DetachingNet(nn.Module):
+    """A classifier whose forward detaches its input: the loss has no gradient with respect to the images."""
+
+    def __init__(self, num_classes: int = 4, in_chans: int = 3, **kwargs: Any) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2d(in_chans, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.detach()).mean((2, 3))
+
+
+def test_a_model_without_input_gradients_is_refused_naming_the_fix() -> None:
+    with pytest.raises(ValueError, match="gradient with respect to the input images.*Make the input path"):
+        input_gradient(DetachingNet(3), *_batch())
+
+
+@pytest.mark.parametrize("name", [n for n in list_mixups() if get_mixup_class(n).uses_model_gradient])
+def test_mixkit_train_refuses_a_model_without_input_gradients_naming_the_fix(name: str, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture) -> None:
+    """Every method with a saliency pass, through mixkit-train's console entry: its first step stops with
+    the saliency pass's error (exit code 2, no traceback)."""
+    import timm
+    from timm.models import register_model
+    from train_fixtures import main_in_process, make_image_folder, tiny_args
+
+    if not timm.is_model(DETACHING_MODEL):
+        @register_model
+        def mixkit_test_detaching_net(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+            return DetachingNet(**kwargs)
+
+    data = make_image_folder(tmp_path / "data", train_per_class=2, val_per_class=1)
+    argv = tiny_args(data, tmp_path / "out", "--mixup", name, "--model", DETACHING_MODEL)
+    assert main_in_process(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixkit-train: error: ") and "Make the input path differentiable" in err, err

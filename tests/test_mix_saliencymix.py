@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -255,3 +256,21 @@ def test_live_against_the_authors_code_with_opencv_saliency() -> None:
         assert torch.equal(out, theirs.images)
         expected = golden.soft_targets(y.numpy(), theirs.labels_b.numpy(), theirs.lam)
         np.testing.assert_allclose(target.numpy(), expected, rtol=0, atol=1e-6)
+
+
+# -- bad input through mixkit-train (a model without input gradients: tests/test_mix_saliency.py) -------------
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--cutmix", "1.0"], r"--mixup saliencymix: saliencymix draws its own patch.*--cutmix 0"),
+    # mixkit-train's own size check comes first (SaliencyMix's, 2 x 2, is checked on the API above)
+    (["--img-size", "4"], r"--img-size 4 is smaller .*use --img-size >= 8"),
+], ids=["cutmix", "too-small"])
+def test_mixkit_train_refuses_bad_saliencymix_input_naming_the_fix(extra: list[str], message: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    from train_fixtures import main_in_process, make_image_folder, tiny_args
+
+    data = make_image_folder(tmp_path / "data", train_per_class=2, val_per_class=1)
+    assert main_in_process(tiny_args(data, tmp_path / "out", "--mixup", "saliencymix", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mixkit-train: error: ") and re.search(message, err, re.DOTALL), err

@@ -58,6 +58,20 @@ def train_in_process(argv: list[str]) -> dict:
         AcceleratorState._reset_state(True)
 
 
+def main_in_process(argv: list[str]) -> int:
+    """Runs mixkit-train's console entry (``mixkit.train.main``: errors printed, an exit code) in this process,
+    with a fresh Accelerate state; returns its exit code."""
+    from accelerate.state import AcceleratorState
+
+    from mixkit.train import main
+
+    AcceleratorState._reset_state(True)
+    try:
+        return main(argv)
+    finally:
+        AcceleratorState._reset_state(True)
+
+
 def load_weights(path: Path) -> dict:
     from safetensors.torch import load_file
 
