@@ -1,9 +1,14 @@
 """End-to-end training throughput of mixkit-train's step per mixing method and loader.
 
 For each preset and loader, the same loop as ``mixkit.train``'s engine (batch from the loader, ``mixup_fn``,
-forward, loss, backward, optimizer step) runs with no mixing, timm's mixup and CutMix, Manifold Mixup and
-AlignMixup (every registered method, AlignMixup/AE with its decoder training beside the model); each step's
-time is split into waiting for the next batch and computing. Presets:
+forward, loss, backward, optimizer step) runs with no mixing and every registered method (``--methods``
+picks some): timm's mixup and CutMix, Manifold Mixup, AlignMixup (AlignMixup/AE with its decoder training
+beside the model), and the saliency methods (SaliencyMix, Co-Mixup, ...), whose saliency pass (a second
+forward/backward on the clean batch) runs inside ``mixup_fn`` and is counted in the step. Every method is
+built from mixkit-train's flags (``--mixup <name>``), so it mixes as mixkit-train's defaults say
+(``--mixup-prob 1``: SaliencyMix's saliency pass runs at every step, not at half of them as with the
+authors' prob 0.5). Each step's time is split into waiting for the next batch and computing; on the CPU the
+time of the ``mixup_fn`` call itself (mixing, saliency pass included) is recorded too. Presets:
 
 - ``resnet18``: timm resnet18, 128 px, batch 32, on a generated ImageFolder of JPEGs (torch loader) and its
   .beton (ffcv loader, when ffcv is installed).
@@ -46,6 +51,7 @@ TARGET_SLOWDOWN = {"cpu": 0.10, "cuda": 0.03}  # allowed extra time per image of
 TARGET_AE_OVER_ALIGNMIXUP = 0.25  # AlignMixup/AE's allowed extra time per image over AlignMixup (issue 16)
 # Every registered method through mixkit-train's flags, and no mixing.
 METHODS = {"none": [], **{name: ["--mixup", name] for name in list_mixups()}}
+WARMUP_STEPS = 16  # at most, per method: until it mixed once (feature methods: took their feature branch)
 
 
 def make_folder(root: Path, *, num_images: int, classes: int = 10, size: int = 160, seed: int = 0) -> Path:
@@ -89,6 +95,9 @@ def forever(loader):
 
 
 def run_method(model, mixup_fn, it, steps: int, lr: float = 0.01) -> dict[str, float]:
+    """``steps`` training steps: their data wait, compute (wall and process CPU) and mixing times, and how
+    many of them mixed (``mixed``; read from ``last_draw`` after the timed part, on the CPU only: on CUDA
+    SaliencyMix's ``last_draw`` copies its boxes to the host, a sync the engine's step does not have)."""
     from timm.loss import SoftTargetCrossEntropy
 
     # As the engine: the method's trainable parts (AlignMixup/AE's decoder) train too, its extra loss is added.
@@ -96,14 +105,16 @@ def run_method(model, mixup_fn, it, steps: int, lr: float = 0.01) -> dict[str, f
     params = [*model.parameters(), *(p for part in parts.values() for p in part.parameters())]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9)
     loss_fn = SoftTargetCrossEntropy() if mixup_fn is not None else torch.nn.CrossEntropyLoss()
-    wait = compute = compute_cpu = 0.0
-    images = 0
+    wait = compute = compute_cpu = mix = 0.0
+    images = mixed = 0
+    on_cpu = next(model.parameters()).device.type == "cpu"
     for _ in range(steps):
         t0 = time.perf_counter()
         x, y = next(it)
         t1, c1 = time.perf_counter(), time.process_time()
         if mixup_fn is not None:
             x, y = mixup_fn(x, y)
+        mix += time.perf_counter() - t1
         loss = loss_fn(model(x), y)
         extra = mixup_fn.extra_loss() if isinstance(mixup_fn, MixupBase) else None
         if extra is not None:
@@ -116,7 +127,21 @@ def run_method(model, mixup_fn, it, steps: int, lr: float = 0.01) -> dict[str, f
         compute += t2 - t1
         compute_cpu += c2 - c1
         images += len(x)
-    return {"wait_s": wait, "compute_s": compute, "compute_cpu_s": compute_cpu, "images": images}
+        if on_cpu:
+            mixed += bool(mixup_fn is not None and getattr(getattr(mixup_fn, "last_draw", None), "mixed", True))
+    return {"wait_s": wait, "compute_s": compute, "compute_cpu_s": compute_cpu, "mix_s": mix, "images": images,
+            "steps": steps, "mixed_steps": mixed if on_cpu else None}
+
+
+def warm_up(model, mixup_fn, it) -> None:
+    """Untimed steps (allocations, ffcv's JIT, the OT solver's numba compilation, the saliency pass's first
+    backward) until the method has mixed once, and a feature method has taken its feature branch."""
+    feature_method = getattr(mixup_fn, "hooks", None) is not None
+    for _ in range(WARMUP_STEPS):
+        run_method(model, mixup_fn, it, 1)
+        draw = getattr(mixup_fn, "last_draw", None)
+        if draw is None or (draw.mixed and (draw.branch == "feature" or not feature_method)):
+            break
 
 
 def verdict(rows: list[dict], device: torch.device) -> dict[str, dict]:
@@ -128,7 +153,7 @@ def verdict(rows: list[dict], device: torch.device) -> dict[str, dict]:
     for r in rows:
         by_group.setdefault(f"{r['preset']}/{r['loader']}", {})[r["method"]] = r
     for group, methods in by_group.items():
-        if "alignmixup" not in methods:
+        if "alignmixup" not in methods or "none" not in methods:
             continue
         slowdown = 1.0 / methods["alignmixup"]["ratio_to_none"] - 1.0
         out[group] = {"alignmixup_slowdown": slowdown, "target": target, "meets_target": slowdown <= target}
@@ -175,7 +200,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); 1 gives steadier CPU times on a shared machine")
     parser.add_argument("--num-images", type=int, default=320, help="images of the generated folder (default 320)")
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD",
+                        help="methods to time, 'none' (no mixing: the baseline of the ratios) included; default: "
+                             f"all of {', '.join(METHODS)}")
     args = parser.parse_args()
+    if "none" not in args.methods:
+        parser.error("--methods: keep 'none', the baseline of every ratio")
+    methods = {m: METHODS[m] for m in ["none", *(m for m in args.methods if m != "none")]}
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,14 +232,12 @@ def main() -> None:
                 else:
                     model = timm.create_model("resnet18", num_classes=10)
                 model.to(device).train()
-                fns = {m: build_mixup(parse_args(a), model, num_classes=10) for m, a in METHODS.items()}
-                totals = {m: {"wait_s": 0.0, "compute_s": 0.0, "compute_cpu_s": 0.0, "images": 0} for m in METHODS}
+                fns = {m: build_mixup(parse_args(a), model, num_classes=10) for m, a in methods.items()}
+                totals = {m: {"wait_s": 0.0, "compute_s": 0.0, "compute_cpu_s": 0.0, "mix_s": 0.0, "images": 0,
+                              "steps": 0, "mixed_steps": 0} for m in methods}
                 it = forever(loader)
-                for fn in fns.values():  # warm-up (allocations, ffcv's JIT, the OT solver's numba compilation)
-                    for _ in range(16):  # until a feature method has taken its feature branch once
-                        run_method(model, fn, it, 1)
-                        if getattr(getattr(fn, "last_draw", None), "branch", "feature") == "feature":
-                            break
+                for fn in fns.values():
+                    warm_up(model, fn, it)
                 order = list(fns)
                 for rnd in range(args.rounds):
                     # A rotating order, so that no method is always the first of a round (the one that meets
@@ -221,7 +250,7 @@ def main() -> None:
                         np.random.seed(rnd)  # noqa: NPY002 - the methods draw from NumPy's global generator
                         r = run_method(model, fn, it, args.steps)
                         for k in r:
-                            totals[m][k] += r[k]
+                            totals[m][k] = None if r[k] is None else totals[m][k] + r[k]
                 for fn in fns.values():
                     if fn is not None and hasattr(fn, "remove"):
                         fn.remove()
@@ -231,20 +260,28 @@ def main() -> None:
                     ips = t["images"] / total
                     base = base or ips
                     steps = args.rounds * args.steps
+                    on_cpu = t["mixed_steps"] is not None
                     row = {"preset": preset, "loader": loader_name, "method": m, "images_per_s": ips,
                            "data_wait_share": t["wait_s"] / total, "compute_ms_per_step": 1000 * t["compute_s"] / steps,
                            "compute_cpu_ms_per_step": 1000 * t["compute_cpu_s"] / steps,
-                           "ratio_to_none": ips / base, "batch_size": bs}
+                           "ratio_to_none": ips / base, "batch_size": bs,
+                           "saliency_pass": bool(getattr(fns[m], "uses_model_gradient", False)),
+                           # the mixup_fn call (saliency pass included); on CUDA it only queues work: not kept
+                           "mix_ms_per_step": 1000 * t["mix_s"] / steps if on_cpu else None,
+                           "mixed_share": t["mixed_steps"] / t["steps"] if on_cpu else None}
                     rows.append(row)
-                    print(f"{preset:8s} {loader_name:6s} {m:10s} {ips:8.1f} img/s  data {100 * row['data_wait_share']:4.1f}%"
+                    mix_part = f"  mixing {row['mix_ms_per_step']:6.1f} ms" if on_cpu else ""
+                    print(f"{preset:8s} {loader_name:6s} {m:16s} {ips:8.1f} img/s  data {100 * row['data_wait_share']:4.1f}%"
                           f"  compute {row['compute_ms_per_step']:7.1f} ms/step ({row['compute_cpu_ms_per_step']:.0f} CPU ms)"
-                          f"  x{row['ratio_to_none']:.3f}",
+                          f"{mix_part}  x{row['ratio_to_none']:.3f}",
                           flush=True)
                 rec.record["loadavg_1min_after"] = __import__("common").load_average()
                 out = write_results(args, rec, rows, device)
-                v = verdict(rows, device)[f"{preset}/{loader_name}"]
-                print(f"alignmixup vs none: {100 * v['alignmixup_slowdown']:+.1f}% time per image "
-                      f"({'meets' if v['meets_target'] else 'misses'} the {100 * v['target']:.0f}% target)", flush=True)
+                v = verdict(rows, device).get(f"{preset}/{loader_name}", {})
+                if v:
+                    print(f"alignmixup vs none: {100 * v['alignmixup_slowdown']:+.1f}% time per image "
+                          f"({'meets' if v['meets_target'] else 'misses'} the {100 * v['target']:.0f}% target)",
+                          flush=True)
                 if "ae_over_alignmixup" in v:
                     print(f"alignmixup_ae vs alignmixup: {100 * v['ae_over_alignmixup']:+.1f}% time per image "
                           f"({'meets' if v['ae_meets_target'] else 'misses'} the {100 * v['ae_target']:.0f}% target)",
