@@ -135,8 +135,16 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _has_weights_source(kwargs: dict) -> bool:
+    # timm's pretrained=True with a source of weights: a mixkit-train export read through "local-dir:<run>"
+    # (its config.json gives pretrained_cfg) or pretrained_cfg_overlay=dict(file=...).
+    sources = ("file", "state_dict", "url", "hf_hub_id")
+    cfgs = [kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")]
+    return any(isinstance(c, dict) and any(c.get(k) for k in sources) for c in cfgs)
+
+
 def _create(variant: str, pretrained: bool, **kwargs) -> PreActResNet:
-    if pretrained:
+    if pretrained and not _has_weights_source(kwargs):
         raise ValueError(f"{variant} has no pretrained weights: train it (mixkit-train) and load the run's "
                          "model.safetensors with --initial-checkpoint / mixkit.rundir.create_model_from_run")
     return build_model_with_cfg(PreActResNet, variant, pretrained,

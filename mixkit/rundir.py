@@ -169,14 +169,16 @@ def create_model_from_weights(name: str, *, checkpoint: str | os.PathLike | None
     return model.to(device).eval(), settings
 
 
-def save_model_safetensors(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_model_safetensors(model: nn.Module, path: str | os.PathLike, *,
+                           metadata: dict[str, str] | None = None) -> Path:
     """Writes ``model.state_dict()`` as safetensors atomically (a kill leaves the old file or none).
 
-    Tied or shared tensors are cloned so that safetensors accepts them.
+    Tied or shared tensors are cloned so that safetensors accepts them. ``metadata``: the file's
+    ``__metadata__`` (string values; mixkit-train names the run's method, weights and mixkit's revision).
     """
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
     # save() to bytes, then the package's atomic write: safetensors' save_file would reset the file's mode
     # to 0600 (unreadable to the other users of a shared run directory) and does not fsync.
-    return write_bytes_atomic(path, save(state))
+    return write_bytes_atomic(path, save(state, metadata=metadata))

@@ -16,6 +16,8 @@ from mixkit.data.imagefolder import DEFAULT_VALIDATE, VALIDATE_HELP, VALIDATE_MO
 from mixkit.mix import list_mixups, mixup_preset
 from mixkit.timm_compat import is_mixup_method, mixup_arg
 
+from .best import EVAL_METRICS
+
 __all__ = ["ParseKwargs", "args_to_yaml_dict", "build_parser", "parse_args"]
 
 
@@ -279,7 +281,10 @@ def _add_misc(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dist-bn", default="reduce",
                    help="BatchNorm statistics across processes at each epoch end: reduce (average), broadcast "
                         "(rank 0's) or '' (leave them; default: reduce)")
-    g.add_argument("--eval-metric", default="top1", help="metric for the plateau schedule (default: top1)")
+    g.add_argument("--eval-metric", default="top1", choices=sorted(EVAL_METRICS),
+                   help="evaluation metric that picks the best epoch, kept as model_best.safetensors (its metric "
+                        "and epoch in summary.json's 'best'), and drives the plateau schedule: top1 or top5 "
+                        "(higher is better) or loss (lower is better), as timm's train.py (default: top1)")
     g.add_argument("--torchcompile", nargs="?", type=str, default=None, const="inductor",
                    help="torch.compile the model with this backend (default: off)")
     g.add_argument("--no-progress", action="store_true", default=False,

@@ -24,6 +24,7 @@ from ..mix import MixupBase
 from ..mix.parts import add_part_param_groups, broadcast_parts
 from ..timm_compat import check_timm_mixup, create_timm_mixup, mixup_active, timm_mixup_args
 from .args import args_to_yaml_dict
+from .best import restore_best
 from .checkpoint import CheckpointManager, find_checkpoint, list_checkpoints
 from .data import DataSpec, build_loaders, eval_split_name, progressive_size, resolve_data_spec
 from .state import TrainState
@@ -383,6 +384,9 @@ def setup(args: argparse.Namespace) -> Run:
         saved, meta = ckpts.load(resume_ckpt)
         state, resume_rng = TrainState.from_checkpoint(saved, accelerator.device)
         load_method_state(mixup_fn, state.mixup)
+        if accelerator.is_main_process and state.best is not None:
+            # The best of the checkpoint's time: a later epoch of an abandoned continuation may have replaced it.
+            restore_best(resume_ckpt, run_dir)
         saved_sched = meta.get("sched_kwargs", {})
         if any(saved_sched.get(k) != v for k, v in sched_kwargs.items() if k in saved_sched):
             # The schedule was changed on the command line (e.g. more --epochs): follow the new one.
