@@ -81,6 +81,7 @@ class PreActResNet(nn.Module):
         if int(base_width) < 1:
             raise ValueError(f"base_width must be a positive number of channels, got {base_width}")
         self.num_classes = num_classes
+        self.in_chans = in_chans  # timm's attribute: its exports (config.json) read the input channels from it
         self.drop_rate = drop_rate
         self.conv1 = nn.Conv2d(in_chans, base_width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(base_width)

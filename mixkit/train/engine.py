@@ -258,6 +258,8 @@ def end_epoch(run: Run, epoch: int, train_loss: float, eval_metrics: dict[str, A
         line += f" {run.extra_loss_name} {'-' if extra is None else f'{extra:.4f}'}"
     if eval_metrics:
         row["eval_weights"] = eval_metrics["weights"]
+        if "raw_top1" in eval_metrics:
+            row["eval_top1_raw"] = eval_metrics["raw_top1"]
         scored = ("EMA weights; raw weights top1 " f"{eval_metrics['raw_top1']:.2f}"
                   if eval_metrics["weights"] == "ema" else "raw weights")
         line += (f" eval_loss {eval_metrics['loss']:.4f} top1 {eval_metrics['top1']:.2f} "
