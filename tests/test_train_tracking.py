@@ -59,6 +59,8 @@ def test_tensorboard_events_hold_epoch_and_step_points(tmp_path):
     assert tags["epoch/train_loss"][-1] == pytest.approx(summary["final"]["train_loss"], rel=1e-5)
     assert tags["epoch/eval_top1"][-1] == pytest.approx(summary["final"]["eval_top1"], rel=1e-5)
     assert len(tags["train/loss"]) >= 1 and "train/lr" in tags
+    # One throughput point per logged step (every batch here), each a positive rate.
+    assert len(tags["train/images_per_s"]) == len(tags["train/loss"]) and min(tags["train/images_per_s"]) > 0
     recorded = yaml.safe_load((run / "args.yaml").read_text())
     assert recorded["log_with"] == ["tensorboard"] and recorded["mixed_precision"] == "no"
     assert summary["mixed_precision"] == "no"

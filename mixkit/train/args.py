@@ -254,10 +254,13 @@ def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
 def _add_ema(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Model EMA")
     g.add_argument("--model-ema", action="store_true", default=False,
-                   help="keep an exponential moving average of the weights (timm's ModelEmaV3); evaluation "
-                        "reports the EMA model, as timm does")
+                   help="keep an exponential moving average of the weights (timm's ModelEmaV3): every number of "
+                        "the run is then the EMA's (as timm; the epoch lines say so), model_best.safetensors holds it, "
+                        "and mixkit-eval RUN scores model_ema.safetensors unless --raw")
     g.add_argument("--model-ema-decay", type=float, default=0.9998, help="EMA decay (default: 0.9998)")
-    g.add_argument("--model-ema-warmup", action="store_true", default=False, help="EMA decay warm-up")
+    g.add_argument("--model-ema-warmup", action="store_true", default=False,
+                   help="ramp the EMA decay up from 0 (timm's ModelEmaV3 use_warmup): without it a short run's EMA "
+                        "keeps decay^updates of the random start (0.9998^4400 ~ 41%%)")
 
 
 def _add_misc(parser: argparse.ArgumentParser) -> None:

@@ -179,9 +179,11 @@ def train_one_epoch(run: Run, epoch: int) -> float:
                 shown[run.extra_loss_name] = float((state.extra_sum / max(state.extra_count, 1)).item())
             bar.show(lr=run.optimizer.param_groups[0]["lr"], **shown)
         if accelerator.trackers and (batch_idx + 1) % log_interval == 0:
-            # Per-step points for Accelerate's trackers: the epoch's running mean loss so far and the lr.
+            # Per-step points for Accelerate's trackers: the epoch's running mean loss so far, the lr, and the
+            # throughput of the last --log-interval batches (images/s of all processes, data loading included).
             accelerator.log({"train/loss": float((state.loss_sum / max(state.loss_count, 1)).item()),
-                             "train/lr": run.optimizer.param_groups[0]["lr"]}, step=state.num_updates)
+                             "train/lr": run.optimizer.param_groups[0]["lr"],
+                             "train/images_per_s": bar.interval_images_per_s()}, step=state.num_updates)
         since_ckpt += 1
         if (args.checkpoint_steps and need_update and since_ckpt >= args.checkpoint_steps
                 and batch_idx + 1 < n_batches):
