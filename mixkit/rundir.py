@@ -178,7 +178,14 @@ def save_model_safetensors(model: nn.Module, path: str | os.PathLike, *,
     """
     from safetensors.torch import save
 
-    state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
+    # timm's SplitBatchNorm2d (--split-bn) holds extra statistics for the augmented splits under "aux_bn.":
+    # training state (checkpoints keep it), not the model's; its own BatchNorm is what evaluation uses, so the
+    # file loads into the plain timm model.
+    from timm.layers import SplitBatchNorm2d
+
+    aux = tuple(f"{name}.aux_bn." for name, m in model.named_modules() if isinstance(m, SplitBatchNorm2d))
+    state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()
+             if not (aux and k.startswith(aux))}
     # save() to bytes, then the package's atomic write: safetensors' save_file would reset the file's mode
     # to 0600 (unreadable to the other users of a shared run directory) and does not fsync.
     return write_bytes_atomic(path, save(state, metadata=metadata))

@@ -226,6 +226,13 @@ def _add_timm_augment(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--remode", default="pixel",
                    help="random-erasing fill: const, rand or pixel (default: pixel, as timm's train.py)")
     g.add_argument("--recount", type=int, default=1, help="random-erasing regions per image (default: 1)")
+    g.add_argument("--aug-splits", type=int, default=0, metavar="N",
+                   help="timm's augmentation splits: 0 (off) or N >= 2, each image seen clean and N-1 times augmented "
+                        "(timm's AugMixDataset; with --aa augmix-m5-w4-d2 and --jsd-loss timm's AugMix recipe); the "
+                        "batch holds N * -b images. Not with mixing (--mixup/--cutmix: timm's train.py refuses the "
+                        "pair too); --loader torch on an ImageFolder only (default: 0)")
+    g.add_argument("--resplit", action="store_true", default=False,
+                   help="random erasing (--reprob) spares the first, clean split (needs --aug-splits)")
 
 
 def _add_loss(parser: argparse.ArgumentParser) -> None:
@@ -237,6 +244,10 @@ def _add_loss(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bce-target-thresh", type=float, default=None,
                    help="binarise the soft BCE targets at this threshold (default: off)")
     g.add_argument("--bce-pos-weight", type=float, default=None, help="BCE weight of the positive class")
+    g.add_argument("--jsd-loss", action="store_true", default=False,
+                   help="timm's JsdCrossEntropy: cross-entropy on the clean split plus the Jensen-Shannon consistency "
+                        "of all --aug-splits views (smoothing: --smoothing); needs --aug-splits >= 2, no mixing, "
+                        "not with --bce-loss")
 
 
 def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
@@ -246,6 +257,10 @@ def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-checkpointing", action="store_true", default=False,
                    help="model.set_grad_checkpointing(): recompute blocks in backward to save memory; refused with "
                         "feature-space mixing (timm's checkpointing bypasses the hooked stage modules)")
+    g.add_argument("--split-bn", action="store_true", default=False,
+                   help="timm's convert_splitbn_model: BatchNorm statistics of their own for each augmented split; "
+                        "the clean split's are the model's (evaluation and the exported weights use them); needs "
+                        "--aug-splits >= 2, not with --sync-bn")
     g.add_argument("--sync-bn", action="store_true", default=False,
                    help="SyncBatchNorm across processes (timm's convert_sync_batchnorm; --dist-bn is then not "
                         "needed and skipped); with one process there is nothing to synchronise and BatchNorm is kept")
@@ -427,7 +442,7 @@ RESUME_FIXED = ("model", "model_kwargs", "num_classes", "in_chans", "batch_size"
                 # it recomputes the same values; not --sync-bn: it follows the number of processes).
                 "aa", "color_jitter", "color_jitter_prob", "grayscale_prob", "gaussian_blur_prob", "reprob",
                 "remode", "recount", "bce_loss", "bce_sum", "bce_target_thresh", "bce_pos_weight", "drop",
-                "drop_path", "drop_block")
+                "drop_path", "drop_block", "aug_splits", "resplit", "jsd_loss", "split_bn")
 
 
 def _resumed_run_args(resume: str, parser: argparse.ArgumentParser) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.amp_dtype not in ("float16", "bfloat16"):
         raise ValueError(f"--amp-dtype must be float16 or bfloat16, got {args.amp_dtype!r}")
     check_timm_mixup(timm_mixup_args(args, num_classes=args.num_classes or 1000), args.mixup_kwargs)
+    _check_aug_splits(args)
     for flag, values in (("--scale", args.scale), ("--ratio", args.ratio)):
         if len(values) != 2:
             raise ValueError(f"{flag} takes two numbers (low high), got {' '.join(map(str, values))}")
@@ -70,6 +71,34 @@ def validate_args(args: argparse.Namespace) -> None:
     opt = args.opt.lower().split("_")[-1]
     if opt not in list_optimizers() and opt not in ("sgd", "nesterov", "momentum"):
         raise ValueError(f"unknown --opt {args.opt!r}: timm knows {', '.join(list_optimizers())}")
+
+
+def _check_aug_splits(args: argparse.Namespace) -> None:
+    """timm's rules for --aug-splits, --jsd-loss, --split-bn and --resplit (train.py's asserts, as messages), and
+    no mixing with splits: timm's train.py refuses mixup with splits (its collate cannot de-interleave them), and
+    a mix of views of one image would mix across splits that JSD and split BatchNorm tell apart."""
+    splits = args.aug_splits
+    if splits < 0 or splits == 1:
+        raise ValueError(f"--aug-splits is 0 (off) or >= 2 (a clean split and augmented ones), got {splits}")
+    if splits and mixup_active(timm_mixup_args(args, num_classes=args.num_classes or 1000)):
+        raise ValueError(f"--aug-splits {splits} does not combine with mixing (--mixup {args.mixup}, --cutmix "
+                         f"{args.cutmix}): timm's train.py refuses the pair too. Drop the mixing, or --aug-splits "
+                         "(and --jsd-loss / --split-bn)")
+    if args.jsd_loss and splits < 2:
+        raise ValueError("--jsd-loss compares the augmentation splits: add --aug-splits 3 (e.g. with --aa "
+                         "augmix-m5-w4-d2, timm's AugMix recipe), or drop it")
+    if args.jsd_loss and args.bce_loss:
+        raise ValueError("--jsd-loss and --bce-loss are two training losses: choose one (timm's train.py uses JSD)")
+    if args.split_bn and splits < 2:
+        raise ValueError("--split-bn keeps BatchNorm statistics per augmentation split: add --aug-splits >= 2, or "
+                         "drop it")
+    if args.split_bn and args.sync_bn:
+        raise ValueError("--split-bn and --sync-bn exclude each other (timm's train.py asserts the same): drop one")
+    if args.resplit and splits < 2:
+        raise ValueError("--resplit spares the clean augmentation split from random erasing: add --aug-splits >= 2, "
+                         "or drop it")
+    if args.resplit and not args.reprob:
+        raise ValueError("--resplit changes random erasing, which is off: add --reprob (e.g. 0.25), or drop it")
 
 
 def build_mixup(args: argparse.Namespace, model: nn.Module, num_classes: int) -> Any:
@@ -149,6 +178,10 @@ def create_train_loss(args: argparse.Namespace, mixing: bool) -> nn.Module:
     from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
     bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if args.jsd_loss:  # validate_args: only with --aug-splits, without mixing and BCE
+        from timm.loss import JsdCrossEntropy
+
+        return JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing)
     if mixing:  # the mixing function's soft targets carry the label smoothing already
         return BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
     if args.smoothing:
@@ -293,6 +326,10 @@ def setup(args: argparse.Namespace) -> Run:
     if spec.num_classes and num_classes < spec.num_classes:
         raise ValueError(f"--num-classes {num_classes} is fewer than the {spec.num_classes} classes of the data")
     model = _create_model(args, num_classes, in_chans)
+    if args.split_bn:  # as timm's train.py: right after create_model, one BatchNorm per augmentation split
+        from timm.layers import convert_splitbn_model
+
+        model = convert_splitbn_model(model, args.aug_splits)
     mixup_fn = build_mixup(args, model, num_classes)  # hooks go on the unwrapped model, before DDP/compile
     check_grad_checkpointing(args, model)
     parts = mixup_fn.extra_modules() if isinstance(mixup_fn, MixupBase) else {}
