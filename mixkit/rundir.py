@@ -98,8 +98,10 @@ def create_model_from_run(path: str | os.PathLike, *, ema: bool = False,
         run_dir = path
         weights = find_run_file(run_dir, EMA_WEIGHTS_FILE if ema else WEIGHTS_FILE)
     args = load_run_args(run_dir)
+    # --gp changes the pooling, not the tensors: a model built without it would load and compute other logits.
+    pool = {"global_pool": args["gp"]} if args.get("gp") else {}
     model = timm.create_model(args["model"], pretrained=False, num_classes=int(args["num_classes"]),
-                              in_chans=int(args["in_chans"]), **(args.get("model_kwargs") or {}))
+                              in_chans=int(args["in_chans"]), **pool, **(args.get("model_kwargs") or {}))
     described = (f"the run's model {args['model']} (num_classes={args['num_classes']}, in_chans={args['in_chans']}"
                  + (f", model_kwargs={args['model_kwargs']}" if args.get("model_kwargs") else "") + f", from {run_dir / ARGS_FILE})")
     try:

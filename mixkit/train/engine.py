@@ -310,6 +310,8 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
         r = run.resolved
         # timm's config.json of model.safetensors: timm.create_model("local-dir:<run>", pretrained=True).
         write_timm_config(run.unwrapped, run.run_dir / CONFIG_FILE, in_chans=r["in_chans"], img_size=r["img_size"],
+                          model_args={**r["model_kwargs"], "num_classes": r["num_classes"], "in_chans": r["in_chans"],
+                                      **({"global_pool": args.gp} if args.gp else {})},
                           mean=r["mean"], std=r["std"], crop_pct=r["crop_pct"],
                           interpolation=args.interpolation or "bilinear", label_names=r["classes"],
                           extra={"mixkit": {"method": str(args.mixup), "revision": mixkit_revision()}})

@@ -8,6 +8,7 @@ mixkit adds only the atomic write and the run's preprocessing and class names.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import os
 import subprocess
@@ -70,15 +71,17 @@ def weights_metadata(args: Any, *, weights: str, epoch: int | None = None, **ext
     return meta
 
 
-def write_timm_config(model: nn.Module, path: str | os.PathLike, *, in_chans: int, img_size: int, mean: Any, std: Any,
-                      crop_pct: float, interpolation: str, label_names: list[str] | None,
-                      extra: dict[str, Any] | None = None) -> Path:
+def write_timm_config(model: nn.Module, path: str | os.PathLike, *, model_args: dict[str, Any], in_chans: int,
+                      img_size: int, mean: Any, std: Any, crop_pct: float, interpolation: str,
+                      label_names: list[str] | None, extra: dict[str, Any] | None = None) -> Path:
     """timm's ``config.json`` for ``model`` (its ``pretrained_cfg`` with the run's data config and classes),
     written atomically.
 
     Args:
         model: The unwrapped trained model (built by ``timm.create_model``, so it records its arguments).
         path: Where to write (``<run>/config.json``).
+        model_args: The ``timm.create_model`` arguments that rebuild the model (``num_classes``, ``in_chans``,
+            ``--model-kwargs``).
         in_chans: Input channels.
         img_size: Evaluation image side.
         mean: Normalisation mean per channel.
@@ -98,9 +101,19 @@ def write_timm_config(model: nn.Module, path: str | os.PathLike, *, in_chans: in
         model_config["label_names"] = list(label_names)
     data_config = dict(input_size=(in_chans, img_size, img_size), mean=tuple(mean), std=tuple(std),
                        crop_pct=crop_pct, interpolation=interpolation)
+    if "data_config" not in inspect.signature(save_config_for_hf).parameters:
+        # timm before its data_config argument (1.0.2x) writes the model's registry pretrained_cfg and lets
+        # model_config's entries replace its keys: the run's data config and classes go in that way.
+        from timm.models._pretrained import filter_pretrained_cfg
+
+        cfg = filter_pretrained_cfg(model.pretrained_cfg, remove_source=True, remove_null=True)
+        cfg.pop("architecture", None)
+        model_config["pretrained_cfg"] = {**cfg, **data_config, "num_classes": model.num_classes}
+        data_config = None
     path.parent.mkdir(parents=True, exist_ok=True)
     with temp_file_beside(path) as tmp:
-        save_config_for_hf(model, str(tmp), model_config=model_config, data_config=data_config)
+        kwargs = {} if data_config is None else {"data_config": data_config}
+        save_config_for_hf(model, tmp, model_config=model_config, model_args=dict(model_args), **kwargs)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
