@@ -35,7 +35,7 @@ class ParseKwargs(argparse.Action):
                 continue
             if "=" not in token:
                 parser.error(f"{option_string} takes key=value pairs, got {token!r} (e.g. {option_string} "
-                             "input_prob=0.5 solver=pot)")
+                             "input_prob=0.5 direction=to_a)")
             key, value = token.split("=", 1)
             try:
                 kw[key] = ast.literal_eval(value)
@@ -190,7 +190,7 @@ def _add_augmentation(parser: argparse.ArgumentParser) -> None:
                    help="timm's mixup alpha (mixing on when > 0; timm's Mixup), or a mixkit method name "
                         f"({', '.join(list_mixups())}) built with mixkit.create_mixup; default: 0")
     g.add_argument("--mixup-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
-                   help="settings of the --mixup method, e.g. input_prob=0.5 solver=pot eps=0.05 mixup_alpha=2.0")
+                   help="settings of the --mixup method, e.g. input_prob=0.5 direction=to_a mixup_alpha=2.0 (docs/mixing.md lists each method's)")
     g.add_argument("--cutmix", type=float, default=0.0,
                    help="cutmix alpha, on when > 0 (default: 0; must stay 0 with the methods that do not cut, "
                         "e.g. manifold and alignmixup)")
