@@ -64,3 +64,19 @@ def test_tensorboard_events_hold_epoch_and_step_points(tmp_path):
     recorded = yaml.safe_load((run / "args.yaml").read_text())
     assert recorded["log_with"] == ["tensorboard"] and recorded["mixed_precision"] == "no"
     assert summary["mixed_precision"] == "no"
+
+
+def test_every_tracker_writes_inside_the_run_directory(tmp_path, monkeypatch):
+    """Accelerate hands its logging directory to TensorBoard only; wandb (dir) and mlflow (tracking URI and
+    artifacts) are pointed at the run directory, or they would write ./wandb and ./mlruns where the run started."""
+    from mixkit.train.tracking import tracker_init_kwargs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracker_init_kwargs(["tensorboard"], tmp_path) == {}
+    kw = tracker_init_kwargs(["wandb", "mlflow"], tmp_path)
+    assert kw == {"wandb": {"dir": str(tmp_path)}, "mlflow": {"logging_dir": str(tmp_path / "mlruns")}}
+    import os
+    assert os.environ["MLFLOW_TRACKING_URI"] == (tmp_path.resolve() / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    tracker_init_kwargs(["mlflow"], tmp_path)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"  # the user's server is kept

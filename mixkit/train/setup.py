@@ -29,7 +29,7 @@ from .checkpoint import CheckpointManager, find_checkpoint, list_checkpoints
 from .data import DataSpec, build_loaders, eval_split_name, progressive_size, resolve_data_spec
 from .state import TrainState
 from .summary import read_summary, summary_columns
-from .tracking import resolve_log_with
+from .tracking import resolve_log_with, tracker_init_kwargs
 
 __all__ = ["Run", "build_mixup", "check_grad_checkpointing", "convert_sync_bn", "create_train_loss",
            "load_method_state", "method_state", "resolve_lr", "setup", "validate_args"]
@@ -454,7 +454,8 @@ def setup(args: argparse.Namespace) -> Run:
     if log_with:
         accelerator.project_configuration.set_directories(str(run_dir))  # trackers write inside the run
         accelerator.init_trackers(run_dir.name, config={k: v for k, v in resolved.items()
-                                                        if isinstance(v, (int, float, str, bool))})
+                                                        if isinstance(v, (int, float, str, bool))},
+                                  init_kwargs=tracker_init_kwargs(log_with, run_dir))
     return run
 
 
