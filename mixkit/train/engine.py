@@ -308,13 +308,19 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
                 save_model_safetensors(run.part_emas[name].module, run.run_dir / f"{name}_ema.safetensors",
                                        metadata=meta("ema"))
         r = run.resolved
-        # timm's config.json of model.safetensors: timm.create_model("local-dir:<run>", pretrained=True).
-        write_timm_config(run.unwrapped, run.run_dir / CONFIG_FILE, in_chans=r["in_chans"], img_size=r["img_size"],
-                          model_args={**r["model_kwargs"], "num_classes": r["num_classes"], "in_chans": r["in_chans"],
-                                      **({"global_pool": args.gp} if args.gp else {})},
-                          mean=r["mean"], std=r["std"], crop_pct=r["crop_pct"],
-                          interpolation=args.interpolation or "bilinear", label_names=r["classes"],
-                          extra={"mixkit": {"method": str(args.mixup), "revision": mixkit_revision()}})
+        if not getattr(run.unwrapped, "pretrained_cfg", None):
+            # A model registered with timm but not built by its build_model_with_cfg has no pretrained_cfg for
+            # timm's config.json; the weights are written all the same.
+            accelerator.print(f"{CONFIG_FILE} not written: {args.model} has no timm pretrained_cfg (not built by "
+                              "timm's build_model_with_cfg); load model.safetensors with mixkit.rundir.create_model_from_run")
+        else:  # timm's config.json of model.safetensors: timm.create_model("local-dir:<run>", pretrained=True).
+            write_timm_config(run.unwrapped, run.run_dir / CONFIG_FILE, in_chans=r["in_chans"],
+                              img_size=r["img_size"],
+                              model_args={**r["model_kwargs"], "num_classes": r["num_classes"],
+                                          "in_chans": r["in_chans"], **({"global_pool": args.gp} if args.gp else {})},
+                              mean=r["mean"], std=r["std"], crop_pct=r["crop_pct"],
+                              interpolation=args.interpolation or "bilinear", label_names=r["classes"],
+                              extra={"mixkit": {"method": str(args.mixup), "revision": mixkit_revision()}})
         write_summary(run.run_dir, run.rows, {k: v for k, v in summary.items() if k != "final"}, run.columns)
     # train() calls end_training() (trackers closed, process group destroyed) after this barrier.
     accelerator.wait_for_everyone()
