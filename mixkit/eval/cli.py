@@ -2,7 +2,8 @@
 
 Evaluates a mixkit-train run directory (or a ``.safetensors`` file inside one), or a timm model name
 with weights, on the run's evaluation data; writes ``eval.json`` and ``reliability.png`` next to the
-weights (atomically) and prints the numbers.
+weights (atomically) and prints the numbers. Localization (``--localization``) lives in ``wsol``, OOD detection
+(``--ood``, ``--ood-dir``) in ``oodreport``.
 """
 
 from __future__ import annotations

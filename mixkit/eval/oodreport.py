@@ -59,22 +59,28 @@ def add_ood_args(parser: argparse.ArgumentParser) -> None:
 
 
 def ood_requested(args: argparse.Namespace) -> bool:
-    """Whether ``args`` ask for OOD detection; OOD options without a set are a ValueError."""
-    if args.ood or args.ood_dir:
-        return True
-    given = [flag for flag, value in (("--ood-scores", args.ood_scores), ("--ood-samples", args.ood_samples),
-                                      ("--odin-temperature", args.odin_temperature),
-                                      ("--odin-eps", args.odin_eps)) if value is not None]
-    if given:
-        raise ValueError(f"{', '.join(given)} need an OOD set: add --ood SET or --ood-dir DIR")
-    return False
+    """Whether ``args`` ask for OOD detection, checked before anything runs.
+
+    Raises:
+        ValueError: OOD options without a set, ODIN options without the ODIN score, or a count below 1.
+    """
+    if not (args.ood or args.ood_dir):
+        given = [flag for flag, value in (("--ood-scores", args.ood_scores), ("--ood-samples", args.ood_samples),
+                                          ("--odin-temperature", args.odin_temperature),
+                                          ("--odin-eps", args.odin_eps)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need an OOD set: add --ood SET or --ood-dir DIR")
+        return False
+    if args.ood_samples is not None and args.ood_samples < 1:
+        raise ValueError(f"--ood-samples must be >= 1, got {args.ood_samples}")
+    for flag, value in (("--odin-temperature", args.odin_temperature), ("--odin-eps", args.odin_eps)):
+        if value is not None and "odin" not in (args.ood_scores or DEFAULT_OOD_SCORES):
+            raise ValueError(f"{flag} is for the ODIN score: add odin to --ood-scores")
+    return True
 
 
 def _scorer(args: argparse.Namespace, model: NormalizedModel, mahalanobis: object | None) -> OODScorer:
     scores = tuple(dict.fromkeys(args.ood_scores or DEFAULT_OOD_SCORES))
-    for flag, value in (("--odin-temperature", args.odin_temperature), ("--odin-eps", args.odin_eps)):
-        if value is not None and "odin" not in scores:
-            raise ValueError(f"{flag} is for the ODIN score: add odin to --ood-scores")
     return OODScorer(model, scores, mahalanobis=mahalanobis,
                      odin_temperature=DEFAULT_ODIN_TEMPERATURE if args.odin_temperature is None
                      else args.odin_temperature,
@@ -83,8 +89,6 @@ def _scorer(args: argparse.Namespace, model: NormalizedModel, mahalanobis: objec
 
 def _ood_sets(args: argparse.Namespace, settings: dict[str, Any], *, img_size: int, in_chans: int,
               in_memory_id: bool) -> list[OODSet]:
-    if args.ood_samples is not None and args.ood_samples < 1:
-        raise ValueError(f"--ood-samples must be >= 1, got {args.ood_samples}")
     sets = [builtin_ood_set(name, img_size=img_size, in_chans=in_chans, num_samples=args.ood_samples,
                             batch_size=args.batch_size) for name in dict.fromkeys(args.ood or ())]
     # Image files next to an in-memory ID set (Fashion-MNIST, Placed) are resized whole, as those sets are.
