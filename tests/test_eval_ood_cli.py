@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from eval_fixtures import make_run
 from PIL import Image
 
@@ -248,3 +249,24 @@ def test_bad_input(tmp_path: Path, capsys):
     assert "needs the training split" in capsys.readouterr().err
     with pytest.raises(ValueError, match="in_chans=2 cannot take them"):
         builtin_ood_set("noise", img_size=8, in_chans=2)
+
+
+def test_training_split_of_a_fashion_mnist_run(tmp_path: Path):
+    """Mahalanobis' training split of a Fashion-MNIST run is the run's IDX folder (here a tiny one), resized and
+    repeated to the model's channels per batch."""
+    from eval_fixtures import make_idx_fashion_mnist
+
+    from mixkit.datasets import FashionMNIST
+    from mixkit.eval.cli import build_parser
+    from mixkit.eval.oodreport import training_split
+
+    idx = make_idx_fashion_mnist(tmp_path / "fmnist", train=24, test=8)
+    run = make_run(tmp_path / "run", data_dir=str(idx))
+    args = build_parser().parse_args([str(run), "--batch-size", "10"])
+    settings = yaml.safe_load((run / "args.yaml").read_text())
+    data = training_split(args, settings, img_size=32, in_chans=3, dataset="fashion_mnist")
+    x, y = map(torch.cat, zip(*data.batches, strict=True))
+    ds = FashionMNIST(root=idx, train=True)
+    assert data.num_samples == 24 and data.num_batches == 3 and torch.equal(y, ds.labels)
+    want = F.interpolate(ds.images[:, None].float() / 255, size=(32, 32), mode="bilinear", antialias=True)
+    assert x.shape == (24, 3, 32, 32) and torch.allclose(x, want.clamp(0, 1).expand(-1, 3, -1, -1))
