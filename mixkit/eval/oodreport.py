@@ -92,7 +92,7 @@ def _ood_sets(args: argparse.Namespace, settings: dict[str, Any], *, img_size: i
     sets = [builtin_ood_set(name, img_size=img_size, in_chans=in_chans, num_samples=args.ood_samples,
                             batch_size=args.batch_size) for name in dict.fromkeys(args.ood or ())]
     # Image files next to an in-memory ID set (Fashion-MNIST, Placed) are resized whole, as those sets are.
-    crop_pct = args.crop_pct or settings.get("crop_pct") or (1.0 if in_memory_id else 0.875)
+    crop_pct = args.crop_pct or (1.0 if in_memory_id else settings.get("crop_pct") or 0.875)
     for path in args.ood_dir or ():
         name = folder_name(path, taken=[s.name for s in sets])
         sets.append(folder_ood_set(path, name=name, img_size=img_size, in_chans=in_chans, crop_pct=crop_pct,
