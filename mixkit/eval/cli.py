@@ -34,8 +34,9 @@ _DESCRIPTION = """Accuracy, calibration and robustness of a trained classifier: 
 calibration error (equal-width confidence bins, Guo et al. 2017) with a reliability diagram, and FGSM and PGD
 robust accuracy (L-inf, pixel space), and with --localization weakly supervised object localization from
 class activation maps (MaxBoxAcc, top-1 and GT-known localization), and with --ood / --ood-dir
-out-of-distribution detection (AUROC, FPR at 95% TPR, AUPR-in/out, detection error). Evaluates a mixkit-train run directory
-(or a .safetensors file inside one) on the run's evaluation data, or a timm model name with weights."""
+out-of-distribution detection (AUROC, FPR at 95% TPR, AUPR-in/out, detection error). Evaluates a
+mixkit-train run directory (or a .safetensors file inside one) on the run's evaluation data, or a timm
+model name with weights."""
 
 _EXAMPLES = """examples:
   mixkit-eval output/train/demo                      # a mixkit-train run: its model.safetensors and data
