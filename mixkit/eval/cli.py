@@ -2,7 +2,8 @@
 
 Evaluates a mixkit-train run directory (or a ``.safetensors`` file inside one), or a timm model name
 with weights, on the run's evaluation data; writes ``eval.json`` and ``reliability.png`` next to the
-weights (atomically) and prints the numbers.
+weights (atomically) and prints the numbers. Localization (``--localization``) lives in ``wsol``, OOD detection
+(``--ood``, ``--ood-dir``) in ``oodreport``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_
 from .evaluate import AttackConfig, evaluate
 from .locdata import CUB, PLACED_DATASET, cub_test, placed_root, placed_test
 from .metrics import DEFAULT_BINS
+from .oodreport import add_ood_args, format_ood_table, ood_report, ood_requested
 from .reliability import plot_reliability_diagram
 from .wsol import add_localization_args, classification_dataset, localization_report
 
@@ -31,8 +33,10 @@ __all__ = ["build_parser", "main"]
 _DESCRIPTION = """Accuracy, calibration and robustness of a trained classifier: top-1, top-5, NLL, expected
 calibration error (equal-width confidence bins, Guo et al. 2017) with a reliability diagram, and FGSM and PGD
 robust accuracy (L-inf, pixel space), and with --localization weakly supervised object localization from
-class activation maps (MaxBoxAcc, top-1 and GT-known localization). Evaluates a mixkit-train run directory
-(or a .safetensors file inside one) on the run's evaluation data, or a timm model name with weights."""
+class activation maps (MaxBoxAcc, top-1 and GT-known localization), and with --ood / --ood-dir
+out-of-distribution detection (AUROC, FPR at 95% TPR, AUPR-in/out, detection error). Evaluates a
+mixkit-train run directory (or a .safetensors file inside one) on the run's evaluation data, or a timm
+model name with weights."""
 
 _EXAMPLES = """examples:
   mixkit-eval output/train/demo                      # a mixkit-train run: its model.safetensors and data
@@ -42,10 +46,13 @@ _EXAMPLES = """examples:
   mixkit-eval output/train/cub --localization cub --data-dir CUB_200_2011
   mixkit-eval RUN --localization imagenet --data-dir /data/imagenet --boxes-dir /data/imagenet/val_boxes
   mixkit-eval output/train/placed --localization placed   # offline: Placed Fashion-MNIST
+  mixkit-eval output/train/demo --ood digits noise --ood-dir /data/notmnist --ood-scores msp energy odin
 
 Outputs (next to the weights unless --output/--diagram say otherwise): eval.json (eval_<weights>.json for
 other weight files) with top-1, top-5, NLL, ECE, the calibration bins and the FGSM / PGD accuracies, and
-reliability.png (800 x 800 px); with --localization also a 'localization' entry and localization.png.
+reliability.png (800 x 800 px); with --localization also a 'localization' entry and localization.png; with
+--ood / --ood-dir an 'ood' entry (set -> score -> auroc, fpr95, aupr_in, aupr_out, detection_error, as
+fractions) and a score histogram ood_<set>.png per set.
 Attacks are L-inf in pixel space [0, 1]: the model is wrapped so that it normalises its input with the
 run's mean and std, and epsilon is in pixels (8/255 ~ 0.0314)."""
 
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--no-attacks", action="store_true", help="skip FGSM and PGD")
     att.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
     add_localization_args(p)
+    add_ood_args(p)
     out = p.add_argument_group("output")
     out.add_argument("--bins", type=int, default=DEFAULT_BINS,
                      help=f"equal-width confidence bins of the ECE (default {DEFAULT_BINS})")
@@ -205,9 +213,14 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
     return model, settings, args.checkpoint
 
 
+def _dataset(args: argparse.Namespace, settings: dict[str, Any]) -> str:
+    # The evaluated dataset's name ('' for an ImageFolder under --data-dir / the run's data_dir).
+    return (args.dataset or classification_dataset(args.localization) or settings.get("dataset")
+            or "").lower().replace("-", "_")
+
+
 def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int, in_chans: int) -> EvalData:
-    dataset = (args.dataset or classification_dataset(args.localization) or settings.get("dataset")
-               or "").lower().replace("-", "_")
+    dataset = _dataset(args, settings)
     if dataset in (CUB, PLACED_DATASET):
         return _own_test_split(dataset, args, settings, img_size, in_chans)
     if dataset in (FASHION_MNIST, "torch/fashion_mnist", "torch/fashionmnist", "fashionmnist"):
@@ -286,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         attack = AttackConfig(eps=args.eps, pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size,
                               random_start=not args.no_random_start, max_samples=args.attack_samples,
                               seed=args.seed)
+    want_ood = ood_requested(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, settings, weights = _load_model(args, device)
     output = args.output or _default_output(weights, settings)
@@ -310,6 +324,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.localization:
         report["localization"] = localization_report(args, model, settings, img_size=img_size, in_chans=in_chans,
                                                      mean=mean, std=std, device=device, output=output)
+    if want_ood:
+        report.update(ood_report(args, model, settings, data, img_size=img_size, in_chans=in_chans, mean=mean,
+                                 std=std, device=device, diagram=diagram, dataset=_dataset(args, settings)))
     write_json_atomic(output, report)
     report["output"] = str(output)
     return report
@@ -343,9 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"top-1 loc {loc['top1_loc']:.2f}%, GT-known loc {loc['gt_known_loc']:.2f}% "
                  f"({loc['num_test']} test images)")
     print(f"weights: {report['scored_weights_why']} ({report['weights']})")
+    if report.get("ood"):
+        line += "\n" + format_ood_table(report["ood"])
     print(line)
-    figure = f" and {loc['figure']}" if loc else ""
-    print(f"wrote {report['output']} and {report['reliability_diagram']}{figure}")
+    figures = [report["reliability_diagram"], *([loc["figure"]] if loc else []),
+               *(entry["histogram"] for entry in report.get("ood", {}).values())]
+    print(f"wrote {report['output']} and {', '.join(figures)}")
     return 0
 
 
