@@ -2,7 +2,8 @@
 
 Each sample is mixed with its flip partner (timm's pairing) by a block mask over a ``block_num x block_num``
 grid: the mask level of every block (one of ``n_labels`` levels in [0, 1]) minimises, by a graph cut
-(gco's alpha-expansion, ``gco-wrapper``), the paper's objective: the saliency each input keeps (unary), a
+(gco's alpha-beta swap, ``gco-wrapper``; its alpha-expansion aborted the process on some
+contract-suite inputs here, so swap is used as Co-Mixup does), the paper's objective: the saliency each input keeps (unary), a
 prior pulling the mask's mean towards the drawn lam (``eta``), and a smoothness term between neighbouring
 blocks (``beta``). The saliency is the root mean square over channels of the loss gradient on the clean
 batch (``mixkit.mix.saliency``: a second forward/backward per step), normalised per image and pooled to the
@@ -53,7 +54,7 @@ def _flip(batch_size: int) -> np.ndarray:
 
 def graph_cut_mask(own: np.ndarray, other: np.ndarray, lam: float, *, n_labels: int, beta: float,
                    eta: float) -> np.ndarray:
-    """The mask levels of one sample's blocks by gco's alpha-expansion.
+    """The mask levels of one sample's blocks by gco's alpha-beta swap.
 
     Args:
         own: (n, n) normalised block saliency of the sample (each grid sums to 1).
@@ -77,12 +78,12 @@ def graph_cut_mask(own: np.ndarray, other: np.ndarray, lam: float, *, n_labels: 
     log_binom = (np.log(np.array([float(math.comb(n_labels - 1, k)) for k in ks]))
                  + ks * np.log(lam) + (n_labels - 1 - ks) * np.log(1 - lam))
     unary = lost - eta * log_binom[None, None, :] / own.size
-    if beta == 0:  # no smoothness: blocks are independent (gco aborts on an all-zero pairwise term)
+    if beta == 0 or own.size == 1:  # no smoothness or no neighbours: blocks are independent (gco refuses both)
         return levels[unary.argmin(-1)].astype(np.float32)
     pairwise = beta * np.abs(levels[:, None] - levels[None, :]) / own.size
     labels = gco.cut_grid_graph_simple(np.ascontiguousarray(np.rint(unary * SCALE), dtype=np.int32),
                                        np.ascontiguousarray(np.rint(pairwise * SCALE), dtype=np.int32),
-                                       connect=4, algorithm="expansion")
+                                       connect=4, algorithm="swap")
     return levels[np.asarray(labels).reshape(own.shape)].astype(np.float32)
 
 
