@@ -47,7 +47,7 @@ def test_targets_follow_the_applied_mask_and_odd_middle_is_unmixed():
 
 def test_bad_input_errors_name_the_fix():
     with pytest.raises(ValueError, match="block_num <= 8"):
-        create_mixup("puzzlemix", model=_model(), num_classes=10)(torch.randn(2, 3, 8, 8), torch.arange(2))
+        create_mixup("puzzlemix", model=_model(), num_classes=10, block_num=16)(torch.randn(2, 3, 8, 8), torch.arange(2))
     with pytest.raises(ValueError, match="CutMix|cutmix"):
         create_mixup("puzzlemix", model=_model(), num_classes=10, cutmix_alpha=1.0)
     with pytest.raises(ValueError, match="mode='batch'"):

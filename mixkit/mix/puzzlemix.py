@@ -91,7 +91,8 @@ class PuzzleMix(MixupBase):
     """PuzzleMix: saliency-guided block masks by graph cuts (see the module docstring).
 
     Args:
-        block_num: Side of the block grid; -1 draws it from 1, 2, 4, 8, 16 per batch (the authors' CIFAR).
+        block_num: Side of the block grid; -1 draws it from 1, 2, 4, 8, 16 per batch (the authors' CIFAR),
+            among those that fit the image.
         n_labels: Number of mask levels (the authors' 3).
         beta: Smoothness coefficient of the mask (the authors' 1.2).
         eta: Coefficient of the prior on lam (the authors' 0.2).
@@ -133,7 +134,7 @@ class PuzzleMix(MixupBase):
 
     def _check_grid(self, x: torch.Tensor) -> None:
         height, width = x.shape[-2:]
-        largest = max(BLOCK_CHOICES) if self.block_num == -1 else self.block_num
+        largest = self.block_num  # block_num=-1 draws only the grids that fit (1 always does)
         if min(height, width) < largest:
             raise ValueError(f"puzzlemix: a grid of {largest} x {largest} blocks does not fit {height} x {width} "
                              f"images (at least one pixel per block): pass block_num <= {min(height, width)} "
@@ -144,7 +145,10 @@ class PuzzleMix(MixupBase):
         lam, _ = self._draw_lam(None)
         if lam == 1.0 or x.shape[0] < 2:
             return Draw()
-        block_num = self.block_num if self.block_num != -1 else BLOCK_CHOICES[randint(len(BLOCK_CHOICES))]
+        block_num = self.block_num
+        if block_num == -1:
+            fits = [n for n in BLOCK_CHOICES if n <= min(x.shape[-2:])]
+            block_num = fits[randint(len(fits))]
         return PuzzleMixDraw(branch="input", layer="input", lam=lam, partner=_flip(x.shape[0]), block_num=block_num)
 
     def resolve(self, x: torch.Tensor, target: torch.Tensor, draw: Draw) -> Draw:
