@@ -64,11 +64,18 @@ class PreActResNet(nn.Module):
         in_chans: Input channels.
         global_pool: timm's pooling type for the head.
         drop_rate: Dropout before the classifier.
+        drop_path_rate: Must be 0 (no stochastic depth here); timm's flag reaches the model and is refused.
+        drop_block_rate: Must be 0 (no DropBlock here), likewise.
     """
 
     def __init__(self, *, layers: Sequence[int] = (2, 2, 2, 2), base_width: int = 64, num_classes: int = 1000,
-                 in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0) -> None:
+                 in_chans: int = 3, global_pool: str = "avg", drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, drop_block_rate: float = 0.0) -> None:
         super().__init__()
+        if drop_path_rate or drop_block_rate:
+            raise ValueError(f"PreActResNet has no drop-path or DropBlock layers (got drop_path_rate={drop_path_rate}, "
+                             f"drop_block_rate={drop_block_rate}): drop --drop-path/--drop-block, or use a timm "
+                             "model that has them (e.g. resnet18)")
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise ValueError(f"layers must be four positive block counts, got {tuple(layers)}")
         if int(base_width) < 1:

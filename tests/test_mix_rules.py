@@ -362,6 +362,8 @@ def test_num_classes_is_checked_at_the_first_forward(method: str) -> None:
     x, y = _batch()
 
     def make(num_classes):
+        if get_mixup_class(method).uses_model_gradient:  # prob 1: the saliency pass runs on every batch
+            return create_mixup(method, model=model, num_classes=num_classes, prob=1.0)
         if method not in FEATURE_METHODS:  # input methods: the model is only given for this check
             return create_mixup(method, model=model, num_classes=num_classes)
         return _create(method, model, num_classes=num_classes)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from .augment import as_augment
 from .classes import as_class_map
 from .sharding import env_int, resolve_rank
 
@@ -95,6 +96,9 @@ class LoaderConfig:
             names to labels), e.g. the training loader's ``classes`` for an evaluation split, which may
             lack some of them; a class of the source that it does not hold is a ValueError. None: the
             source's own classes (``mixkit.data.classes``).
+        augment: timm's extra training augmentation, ``timm.data.create_transform`` keywords
+            (``mixkit.data.augment.AUGMENT_KEYS``: auto_augment, color_jitter, re_prob, ...); off values are
+            dropped. Only the 'torch' backend applies them; the others refuse a non-empty one.
 
     Raises:
         TypeError: A count that is not an int.
@@ -118,6 +122,7 @@ class LoaderConfig:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5
     class_map: tuple[str, ...] | None = None
+    augment: dict = field(default_factory=dict)
     # True when rank and world_size were resolved here rather than given: a loader then checks, when it
     # starts an epoch, that the process group has not changed under it (see LoaderBase.__iter__).
     ranks_resolved: bool = field(default=False, init=False, repr=False, compare=False)
@@ -154,6 +159,7 @@ class LoaderConfig:
             raise ValueError(f"ratio is an aspect-ratio range with 0 < low <= high, got {self.ratio}.")
         if self.class_map is not None:
             put("class_map", as_class_map(self.class_map))
+        put("augment", as_augment(self.augment) if self.is_training else {})
 
 
 def config_fields() -> frozenset[str]:

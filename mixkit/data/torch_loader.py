@@ -58,7 +58,8 @@ class TorchLoader(LoaderBase):
 
     Training: RandomResizedCrop (``scale``, ``ratio``) + horizontal flip; evaluation: resize to
     ``img_size / crop_pct`` + centre crop. Both normalise with ``mean``/``std`` (timm's
-    ``create_transform``, colour jitter off so that every backend applies the same augmentation). Files
+    ``create_transform``, colour jitter off unless ``config.augment`` asks for it: timm's AutoAugment /
+    RandAugment / AugMix, colour jitter, grayscale, blur and random erasing come from its keywords). Files
     are read with ``load_rgb`` (16-bit images scaled to 8 bits, as the other backends read them).
 
     Args:
@@ -73,6 +74,7 @@ class TorchLoader(LoaderBase):
     """
 
     backend = "torch"
+    applies_timm_augment = True
 
     def __init__(
             self,
@@ -90,7 +92,8 @@ class TorchLoader(LoaderBase):
         c = config
         transform = _with_non_empty_crops(create_transform(
             c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,
-            color_jitter=None, interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct))
+            interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct,
+            **{"color_jitter": None, **c.augment}))
         self.dataset = _IndexedImageFolder(index, transform=transform)
         self.indices = shard_indices(len(index), rank=c.rank, world_size=c.world_size,
                                      seed=c.seed if c.is_training else None, equal_size=c.is_training)

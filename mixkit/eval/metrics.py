@@ -94,6 +94,16 @@ def _check_logits(logits: torch.Tensor, target: torch.Tensor) -> None:
         raise TypeError(f"target must hold integer class indices, got {target.dtype}")
 
 
+def _check_probabilities(probs: torch.Tensor) -> None:
+    # Logits passed here gave an ECE of 450%: refuse anything whose rows are not distributions.
+    p = probs.detach().double()
+    tol = 1e-2 if probs.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    if p.numel() and (p.min() < -tol or p.max() > 1 + tol or not torch.allclose(p.sum(1), torch.ones_like(p[:, 0]),
+                                                                                  atol=tol * p.shape[1])):
+        raise ValueError("probs must be class probabilities (each row in [0, 1], summing to 1); for logits pass "
+                         "logits.softmax(dim=1), or use ClassificationMetrics, which takes logits")
+
+
 def calibration_bins(probs: torch.Tensor, target: torch.Tensor, n_bins: int = DEFAULT_BINS) -> CalibrationBins:
     """Confidence bins of a set of predictions.
 
@@ -103,6 +113,7 @@ def calibration_bins(probs: torch.Tensor, target: torch.Tensor, n_bins: int = DE
         n_bins: Number of equal-width confidence bins.
     """
     _check_logits(probs, target)
+    _check_probabilities(probs)
     confidence, prediction = probs.max(dim=1)
     return _bins_from_sums(_bin_sums(confidence, prediction.eq(target), n_bins))
 

@@ -21,6 +21,7 @@ from .feature_mix import FeatureMixupBase
 from .input_mix import InputMixup
 from .manifold import ManifoldMixup, manifold_mix_features
 from .saliency import input_gradient
+from .saliencymix import SaliencyMix, SaliencyMixDraw
 from .targets import mix_inputs, soft_targets
 from .transform import BatchMix
 
@@ -34,6 +35,8 @@ __all__ = [
     "FeatureMixupBase",
     "InputMixup",
     "ManifoldMixup",
+    "SaliencyMix",
+    "SaliencyMixDraw",
     "MixupBase",
     "align_mix_features",
     "create_mixup",

@@ -204,6 +204,51 @@ def _add_augmentation(parser: argparse.ArgumentParser) -> None:
                    help="turn mixing off from this epoch on; 0: never (default: 0)")
 
 
+def _add_timm_augment(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("timm augmentation (timm's create_transform; --loader torch on an ImageFolder: "
+                                  "the other backends refuse them)")
+    g.add_argument("--aa", default=None, metavar="NAME",
+                   help="timm's AutoAugment / RandAugment / AugMix policy string, e.g. rand-m9-mstd0.5-inc1, "
+                        "original, v0, augmix-m5-w4-d2 (default: off)")
+    g.add_argument("--color-jitter", type=float, default=0.0, metavar="PCT",
+                   help="colour jitter factor (default: 0, off; timm's train.py defaults to 0.4, mixkit keeps it off "
+                        "so that every backend applies the same augmentation unless asked)")
+    g.add_argument("--color-jitter-prob", type=float, default=None, metavar="PCT",
+                   help="probability of applying the colour jitter (default: always, when on)")
+    g.add_argument("--grayscale-prob", type=float, default=None, metavar="PCT",
+                   help="probability of a random grayscale conversion (default: off)")
+    g.add_argument("--gaussian-blur-prob", type=float, default=None, metavar="PCT",
+                   help="probability of a Gaussian blur (default: off)")
+    g.add_argument("--reprob", type=float, default=0.0, metavar="PCT",
+                   help="random-erasing probability (default: 0, off)")
+    g.add_argument("--remode", default="pixel",
+                   help="random-erasing fill: const, rand or pixel (default: pixel, as timm's train.py)")
+    g.add_argument("--recount", type=int, default=1, help="random-erasing regions per image (default: 1)")
+
+
+def _add_loss(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Loss (timm's train.py rules)")
+    g.add_argument("--bce-loss", action="store_true", default=False,
+                   help="timm's BinaryCrossEntropy instead of cross-entropy, on the mixed soft targets when mixing "
+                        "is on (label smoothing then comes from the mixing, as in timm)")
+    g.add_argument("--bce-sum", action="store_true", default=False, help="BCE sums over classes")
+    g.add_argument("--bce-target-thresh", type=float, default=None,
+                   help="binarise the soft BCE targets at this threshold (default: off)")
+    g.add_argument("--bce-pos-weight", type=float, default=None, help="BCE weight of the positive class")
+
+
+def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Model regularization and memory")
+    g.add_argument("--drop-block", type=float, default=None, metavar="PCT",
+                   help="DropBlock rate, passed to timm.create_model (default: the model's)")
+    g.add_argument("--grad-checkpointing", action="store_true", default=False,
+                   help="model.set_grad_checkpointing(): recompute blocks in backward to save memory; refused with "
+                        "feature-space mixing (timm's checkpointing bypasses the hooked stage modules)")
+    g.add_argument("--sync-bn", action="store_true", default=False,
+                   help="SyncBatchNorm across processes (timm's convert_sync_batchnorm; --dist-bn is then not "
+                        "needed and skipped); with one process there is nothing to synchronise and BatchNorm is kept")
+
+
 def _add_ema(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Model EMA")
     g.add_argument("--model-ema", action="store_true", default=False,
@@ -225,7 +270,8 @@ def _add_misc(parser: argparse.ArgumentParser) -> None:
     g.add_argument("-j", "--workers", type=int, default=4, metavar="N",
                    help="loader worker processes/threads per process (default: 4)")
     g.add_argument("--amp", action="store_true", default=False,
-                   help="mixed precision through Accelerate (dtype from --amp-dtype)")
+                   help="mixed precision through Accelerate (dtype from --amp-dtype); `accelerate launch "
+                        "--mixed_precision` wins when it is set: args.yaml's mixed_precision records what ran")
     g.add_argument("--amp-dtype", default="float16", help="float16 or bfloat16 (default: float16)")
     g.add_argument("--output", default="", metavar="PATH", help="parent of run directories (default: ./output/train)")
     g.add_argument("--experiment", default="", metavar="NAME",
@@ -241,6 +287,17 @@ def _add_misc(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cpu", action="store_true", default=False, help="train on the CPU even when CUDA is present")
 
 
+def _add_logging(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Experiment trackers (Accelerate)")
+    g.add_argument("--log-with", default="none", metavar="NAMES",
+                   help="Accelerate trackers: tensorboard, wandb, mlflow, all (every installed one) or none, comma "
+                        "lists allowed; they write under the run directory; per-epoch metrics and every "
+                        "--log-interval steps loss/lr/throughput; wandb runs offline unless WANDB_MODE is set "
+                        "(default: none)")
+    g.add_argument("--log-wandb", action="store_true", default=False,
+                   help="timm's flag: the same as adding wandb to --log-with")
+
+
 def build_parser(description: str = "Train an image classifier with timm's flags and mixkit's mixing methods "
                  "on Accelerate.") -> argparse.ArgumentParser:
     """The full ``mixkit-train`` parser (``-c/--config`` included, so ``--help`` lists it)."""
@@ -248,7 +305,8 @@ def build_parser(description: str = "Train an image classifier with timm's flags
     parser.add_argument("-c", "--config", default="", metavar="FILE",
                         help="YAML file of argument defaults (keys are flag names with underscores); the "
                              "command line overrides it")
-    for add in (_add_data, _add_model, _add_optimizer, _add_schedule, _add_augmentation, _add_ema, _add_misc):
+    for add in (_add_data, _add_model, _add_optimizer, _add_schedule, _add_augmentation, _add_timm_augment, _add_loss,
+                _add_model_regularization, _add_ema, _add_misc, _add_logging):
         add(parser)
     return parser
 
@@ -356,7 +414,12 @@ def parse_args(argv: Sequence[str] | None = None, *, defaults: Mapping[str, Any]
 # What a resumed run must keep to continue the run it resumes (the checkpoint's weights, optimizer state, data
 # order and mixing draws depend on them).
 RESUME_FIXED = ("model", "model_kwargs", "num_classes", "in_chans", "batch_size", "grad_accum_steps", "mixup",
-                "mixup_kwargs", "cutmix", "seed")
+                "mixup_kwargs", "cutmix", "seed",
+                # The augmentation draws, the loss and the model's stochastic layers (not --grad-checkpointing:
+                # it recomputes the same values; not --sync-bn: it follows the number of processes).
+                "aa", "color_jitter", "color_jitter_prob", "grayscale_prob", "gaussian_blur_prob", "reprob",
+                "remode", "recount", "bce_loss", "bce_sum", "bce_target_thresh", "bce_pos_weight", "drop",
+                "drop_path", "drop_block")
 
 
 def _resumed_run_args(resume: str, parser: argparse.ArgumentParser) -> dict[str, Any]:

@@ -22,7 +22,8 @@ from mixkit.data import create_loader, list_backends
 from mixkit.data.classes import source_classes
 
 __all__ = ["FASHION_MNIST_MEAN", "FASHION_MNIST_STD", "DataSpec", "build_loaders",
-           "count_classes", "eval_split_name", "progressive_size", "resolve_data_spec", "resolve_split"]
+           "count_classes", "eval_split_name", "progressive_size", "resolve_data_spec", "resolve_split",
+           "timm_augment"]
 
 # Per-channel statistics of Fashion-MNIST's 60,000 training images (0-1 scale).
 FASHION_MNIST_MEAN = (0.2860,)
@@ -141,6 +142,13 @@ def progressive_size(epoch: int, prog_res: Sequence[int] | None, default: int) -
     return int(round(res / 32)) * 32
 
 
+def timm_augment(args) -> dict[str, Any]:
+    """The ``LoaderConfig.augment`` of timm's augmentation flags (train.py's names to create_transform's)."""
+    return dict(auto_augment=args.aa, color_jitter=args.color_jitter, color_jitter_prob=args.color_jitter_prob,
+                grayscale_prob=args.grayscale_prob, gaussian_blur_prob=args.gaussian_blur_prob,
+                re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
+
+
 def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float], std: Sequence[float],
                   crop_pct: float, interpolation: str, rank: int, world_size: int,
                   device: torch.device, eval_img_size: int | None = None,
@@ -160,7 +168,8 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
         shared = dict(device=device, mean=tuple(mean), std=tuple(std), rank=rank, world_size=world_size,
                       seed=args.seed, channels_last=args.channels_last, classes=FashionMNIST.classes)
         train = create_loader("memory", (train_ds.images, train_ds.labels), batch_size=args.batch_size,
-                              is_training=True, img_size=img_size, hflip=args.hflip, **shared)
+                              is_training=True, img_size=img_size, hflip=args.hflip, augment=timm_augment(args),
+                              **shared)
         val = None
         if spec.eval_source is not None and with_eval:
             test_ds = cls(root=spec.eval_source, train=False)
@@ -184,7 +193,8 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
         records = read_cub(spec.train_source)
         train_source, eval_source = cub_index(records, True), cub_index(records, False) if eval_source else None
     train = create_loader(args.loader, train_source, batch_size=args.batch_size, is_training=True,
-                          img_size=img_size, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip, **common, **extra)
+                          img_size=img_size, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip,
+                          augment=timm_augment(args), **common, **extra)
     val = None
     if spec.eval_source is not None and with_eval:
         val = create_loader(args.loader, eval_source, batch_size=eval_bs, is_training=False,

@@ -174,6 +174,10 @@ def train_one_epoch(run: Run, epoch: int) -> float:
             if run.extra_loss_name:
                 shown[run.extra_loss_name] = float((state.extra_sum / max(state.extra_count, 1)).item())
             bar.show(lr=run.optimizer.param_groups[0]["lr"], **shown)
+        if accelerator.trackers and (batch_idx + 1) % log_interval == 0:
+            # Per-step points for Accelerate's trackers: the epoch's running mean loss so far and the lr.
+            accelerator.log({"train/loss": float((state.loss_sum / max(state.loss_count, 1)).item()),
+                             "train/lr": run.optimizer.param_groups[0]["lr"]}, step=state.num_updates)
         since_ckpt += 1
         if (args.checkpoint_steps and need_update and since_ckpt >= args.checkpoint_steps
                 and batch_idx + 1 < n_batches):
@@ -197,7 +201,7 @@ def evaluate_epoch(run: Run) -> dict[str, Any]:
     from timm.utils import distribute_bn
 
     args = run.args
-    if args.dist_bn in ("broadcast", "reduce") and run.world > 1:
+    if args.dist_bn in ("broadcast", "reduce") and run.world > 1 and not args.sync_bn:  # SyncBN: equal already
         # timm's --dist-bn: make BatchNorm statistics equal across ranks before evaluating and saving.
         distribute_bn(run.model, run.world, reduce=args.dist_bn == "reduce")
     if run.eval_loader is None:
@@ -229,10 +233,8 @@ def end_epoch(run: Run, epoch: int, train_loss: float, eval_metrics: dict[str, A
         run.rows.append(row)
         write_summary(run.run_dir, run.rows, {"run_dir": str(run.run_dir), "world_size": run.world,
                                               "complete": False}, run.columns)
-        if run.tb is not None:
-            for k, v in row.items():
-                if k != "epoch" and v is not None:
-                    run.tb.add_scalar(k, v, epoch)
+    # Accelerate's trackers (main process only, inside log()); a no-op without --log-with.
+    accelerator.log({f"epoch/{k}": v for k, v in row.items() if k != "epoch" and v is not None}, step=run.state.num_updates)
     save_checkpoint(run, epoch + 1, 0)
 
 
@@ -247,7 +249,7 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
                # The split the numbers are on: a built-in dataset's test split, else the --val-split folder.
                "eval_split": eval_split_name(args.dataset, args.val_split),
                "train_seconds": elapsed, "images_per_second": run.images_seen / elapsed if elapsed > 0 else None,
-               "process_cpu_seconds": cpu_seconds,
+               "process_cpu_seconds": cpu_seconds, "mixed_precision": accelerator.mixed_precision,
                "global_batch_size": args.batch_size * run.world * args.grad_accum_steps}
     if accelerator.is_main_process:
         save_model_safetensors(run.unwrapped, run.run_dir / "model.safetensors")
@@ -258,8 +260,7 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
             if name in run.part_emas:
                 save_model_safetensors(run.part_emas[name].module, run.run_dir / f"{name}_ema.safetensors")
         write_summary(run.run_dir, run.rows, {k: v for k, v in summary.items() if k != "final"}, run.columns)
-        if run.tb is not None:
-            run.tb.close()
+    # train() calls end_training() (trackers closed, process group destroyed) after this barrier.
     accelerator.wait_for_everyone()
     return summary
 

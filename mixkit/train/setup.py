@@ -28,8 +28,10 @@ from .checkpoint import CheckpointManager, find_checkpoint, list_checkpoints
 from .data import DataSpec, build_loaders, eval_split_name, progressive_size, resolve_data_spec
 from .state import TrainState
 from .summary import read_summary, summary_columns
+from .tracking import resolve_log_with
 
-__all__ = ["Run", "build_mixup", "load_method_state", "method_state", "resolve_lr", "setup", "validate_args"]
+__all__ = ["Run", "build_mixup", "check_grad_checkpointing", "convert_sync_bn", "create_train_loss",
+           "load_method_state", "method_state", "resolve_lr", "setup", "validate_args"]
 
 
 # timm.scheduler.create_scheduler_v2's names (timm 1.0.31's docstring; timm has no list to ask). Its 'none'
@@ -56,6 +58,10 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.loader == "memory":
         raise ValueError("--loader memory is mixkit.data's Python-only backend (tensors already in memory): from "
                          "the command line use --dataset fashion_mnist (read into memory) or --loader torch/ffcv/dali")
+    if args.bce_target_thresh is not None and not args.bce_loss:
+        raise ValueError("--bce-target-thresh applies to --bce-loss: add --bce-loss or drop it")
+    if (args.bce_sum or args.bce_pos_weight is not None) and not args.bce_loss:
+        raise ValueError("--bce-sum / --bce-pos-weight apply to --bce-loss: add --bce-loss or drop them")
     if args.sched not in SCHEDULERS:
         raise ValueError(f"unknown --sched {args.sched!r}: timm's create_scheduler_v2 knows {', '.join(SCHEDULERS)}")
     from timm.optim import list_optimizers
@@ -96,8 +102,8 @@ def _create_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> 
         raise ValueError(f"unknown --model {args.model!r}: see timm.list_models()"
                          + (f"; close names: {', '.join(close)}" if close else ""))
     model = timm.create_model(args.model, pretrained=args.pretrained, num_classes=num_classes, in_chans=in_chans,
-                              drop_rate=args.drop, drop_path_rate=args.drop_path, global_pool=args.gp,
-                              **args.model_kwargs)
+                              drop_rate=args.drop, drop_path_rate=args.drop_path, drop_block_rate=args.drop_block,
+                              global_pool=args.gp, **args.model_kwargs)
     if args.initial_checkpoint:
         path = Path(args.initial_checkpoint)
         if path.suffix == ".safetensors":
@@ -108,7 +114,48 @@ def _create_model(args: argparse.Namespace, num_classes: int, in_chans: int) -> 
             from timm.models import load_checkpoint
 
             load_checkpoint(model, str(path))
+    if args.grad_checkpointing:
+        if not callable(getattr(model, "set_grad_checkpointing", None)):
+            raise ValueError(f"--grad-checkpointing: {args.model} has no set_grad_checkpointing(); drop the flag")
+        model.set_grad_checkpointing(enable=True)
     return model
+
+
+def check_grad_checkpointing(args: argparse.Namespace, model: nn.Module) -> None:
+    """Refuses --grad-checkpointing with a mixing method that hooks a layer of the model: timm's checkpointing
+    runs a stage's blocks without calling the stage module (timm.models.checkpoint_seq), so the hook would
+    never fire (docs/mixing.md, "Gradient checkpointing")."""
+    hooked = sorted(name for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks)
+    if args.grad_checkpointing and hooked:
+        raise ValueError(f"--grad-checkpointing with --mixup {args.mixup}: the method hooks {', '.join(hooked)}, "
+                         "which timm's checkpointing never calls, so nothing would be mixed. Drop "
+                         "--grad-checkpointing, or use an input-space method (e.g. --mixup 0.2, cutmix)")
+
+
+def convert_sync_bn(args: argparse.Namespace, model: nn.Module, world_size: int) -> nn.Module:
+    """--sync-bn: timm's convert_sync_batchnorm on several processes (as timm's train.py, which converts only
+    when distributed); one process has nothing to synchronise, so the model is returned unchanged."""
+    if not args.sync_bn or world_size < 2:
+        return model
+    from timm.layers import convert_sync_batchnorm
+
+    return convert_sync_batchnorm(model)
+
+
+def create_train_loss(args: argparse.Namespace, mixing: bool) -> nn.Module:
+    """timm train.py's training loss: BCE (--bce-loss) or soft-target cross-entropy on mixed targets, BCE with
+    smoothing, label smoothing or plain cross-entropy on hard ones."""
+    from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if mixing:  # the mixing function's soft targets carry the label smoothing already
+        return BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
+    if args.smoothing:
+        if args.bce_loss:
+            return BinaryCrossEntropy(smoothing=args.smoothing, **bce)
+        return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+    # timm's train.py has no BCE without smoothing; BinaryCrossEntropy(smoothing=0) is that loss.
+    return BinaryCrossEntropy(smoothing=0.0, **bce) if args.bce_loss else torch.nn.CrossEntropyLoss()
 
 
 def _check_img_size(model: nn.Module, img_size: int, name: str) -> None:
@@ -171,7 +218,6 @@ class Run:
     rows: list[dict[str, Any]] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     extra_loss_name: str | None = None
-    tb: Any = None
     last_ckpt: Path | None = None
     bad_step: torch.Tensor | None = None
     images_seen: int = 0
@@ -212,7 +258,6 @@ def setup(args: argparse.Namespace) -> Run:
     """
     from accelerate import Accelerator
     from accelerate.utils import broadcast_object_list
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
     from timm.optim import create_optimizer_v2, optimizer_kwargs
     from timm.scheduler import create_scheduler_v2, scheduler_kwargs
     from timm.utils import ModelEmaV3
@@ -223,8 +268,11 @@ def setup(args: argparse.Namespace) -> Run:
     if args.resume:
         resume_ckpt, resume_run = find_checkpoint(args.resume)
 
+    log_with = resolve_log_with(args.log_with, args.log_wandb)
     accelerator = Accelerator(cpu=args.cpu, mixed_precision=("bf16" if args.amp_dtype == "bfloat16" else "fp16")
-                              if args.amp else None)
+                              if args.amp else None, log_with=log_with or None,
+                              # Accelerate wants a logging dir now; init_trackers below points it at the run.
+                              project_dir=(args.output or "./output/train") if log_with else None)
     rank, world = accelerator.process_index, accelerator.num_processes
     # timm's seeding: the same model init everywhere (DDP broadcasts rank 0's anyway), per-rank streams.
     torch.manual_seed(args.seed)
@@ -245,6 +293,7 @@ def setup(args: argparse.Namespace) -> Run:
         raise ValueError(f"--num-classes {num_classes} is fewer than the {spec.num_classes} classes of the data")
     model = _create_model(args, num_classes, in_chans)
     mixup_fn = build_mixup(args, model, num_classes)  # hooks go on the unwrapped model, before DDP/compile
+    check_grad_checkpointing(args, model)
     parts = mixup_fn.extra_modules() if isinstance(mixup_fn, MixupBase) else {}
 
     cfg = _data_config(args, in_chans, img_size_arg, model)
@@ -276,7 +325,9 @@ def setup(args: argparse.Namespace) -> Run:
                     in_chans=in_chans, img_size=img_size, mean=list(mean), std=list(std), crop_pct=crop_pct,
                     dataset=spec.dataset, data_dir=str(spec.train_source if spec.dataset else args.data_dir),
                     val_split=eval_split_name(spec.dataset, args.val_split), lr=lr,
-                    parts=sorted(parts), classes=train_loader.classes)
+                    parts=sorted(parts), classes=train_loader.classes,
+                    # What ran: `accelerate launch --mixed_precision` overrides --amp (Accelerate reads its env).
+                    mixed_precision=accelerator.mixed_precision, log_with=log_with)
     if resume_ckpt is None and list_checkpoints(run_dir):
         raise ValueError(f"run directory {run_dir} already holds checkpoints: continue it with --resume {run_dir}, "
                          "or choose another --experiment (nothing is overwritten)")
@@ -288,6 +339,9 @@ def setup(args: argparse.Namespace) -> Run:
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(accelerator.device)
+    model = convert_sync_bn(args, model, world)
+    if args.sync_bn and world < 2:
+        accelerator.print("--sync-bn: one process, nothing to synchronise; BatchNorm kept as it is")
     for part in parts.values():
         part.to(accelerator.device)
     broadcast_parts(parts)  # every rank starts from rank 0's parts, as DDP does for the model
@@ -318,12 +372,7 @@ def setup(args: argparse.Namespace) -> Run:
         if part_emas:
             accelerator.register_for_checkpointing(part_emas[name])
 
-    if mixup_fn is not None:
-        loss_fn: nn.Module = SoftTargetCrossEntropy()
-    elif args.smoothing:
-        loss_fn = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
-    else:
-        loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = create_train_loss(args, mixing=mixup_fn is not None)
 
     state = TrainState()
     state.loss_sum = state.loss_sum.to(accelerator.device)
@@ -361,7 +410,10 @@ def setup(args: argparse.Namespace) -> Run:
               bad_step=torch.full((), -1, dtype=torch.int64, device=accelerator.device))
     if accelerator.is_main_process:
         run.rows = read_summary(run_dir / "summary.csv", state.epoch)
-        run.tb = _tensorboard(run_dir)
+    if log_with:
+        accelerator.project_configuration.set_directories(str(run_dir))  # trackers write inside the run
+        accelerator.init_trackers(run_dir.name, config={k: v for k, v in resolved.items()
+                                                        if isinstance(v, (int, float, str, bool))})
     return run
 
 
@@ -373,13 +425,3 @@ def _seed_rank(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 (timm's Mixup and mixkit's methods draw from it)
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    import importlib.util
-
-    if importlib.util.find_spec("tensorboard") is None:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(run_dir / "tensorboard"))
