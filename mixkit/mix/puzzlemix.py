@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Draw, MixupBase
+from .checks import check_output_classes
 from .comixup_solver import saliency_map
 from .puzzlemix_solver import (
     block_costs,
@@ -261,6 +262,7 @@ class PuzzleMix(MixupBase):
         # The authors' mode: eval for the saliency alone, the training mode when its loss is trained on.
         with module_mode(self.model, training=self.model.training if keep else False):
             grad, logits = input_gradient(self.model, x, labels, loss_fn=loss_fn, keep_graph=keep)
+        check_output_classes(logits, self.num_classes)  # the eval-mode pass is no training forward for the hook
         if keep:
             clean = (F.binary_cross_entropy_with_logits(logits, labels) if self.multi_label
                      else F.cross_entropy(logits, labels))
