@@ -185,6 +185,12 @@ class PuzzleMix(MixupBase):
             raise ImportError("puzzlemix's graph cuts need gco-wrapper, a mixkit dependency: "
                               "pip install gco-wrapper") from err
 
+    def set_input_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """The loader's normalisation of the inputs, unless ``mean``/``std`` were given (``mixkit-train``
+        calls it once the data config is resolved)."""
+        if self.mean is None:
+            self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
     # -- the draw -----------------------------------------------------------------------------------
     def grids(self, size: int) -> list[int]:
         """The grid sides this method may use on ``size x size`` images."""
