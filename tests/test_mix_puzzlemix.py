@@ -187,6 +187,42 @@ def test_an_odd_batchs_middle_is_left_unmixed_and_targets_follow_the_mask() -> N
     torch.testing.assert_close(target, torch.from_numpy(expected))
 
 
+def test_under_autocast_the_mix_keeps_the_inputs_dtype_and_the_authors_values(monkeypatch) -> None:
+    """mixkit-train calls saliency methods inside its autocast: the transport and the mix stay in the inputs'
+    dtype (the authors' values, given the same gradient), not in the autocast's."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, target, draw, g, _ = _golden_call("fine", monkeypatch)
+    assert out.dtype == torch.float32 and target.dtype == torch.float32
+    torch.testing.assert_close(out, torch.from_numpy(g["fine/out"]), rtol=0, atol=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", CASES)
+def test_on_cuda_the_mix_follows_the_host_masks_and_matches_the_authors(case: str, monkeypatch) -> None:
+    """The saliency, costs, transport and mix on the device, the cuts on the host. The costs are computed by
+    CUDA kernels, so a block whose integer energy sits on a rounding boundary may flip: the masks must equal
+    the golden ones in at least 95% of the blocks, and the images and targets must follow the masks applied."""
+    g, settings = _golden()
+    grad = torch.from_numpy(g["grad"]).cuda()
+    monkeypatch.setattr(puzzlemix_module, "input_gradient",
+                        lambda model, x, target, **kw: (grad.clone(), torch.zeros(len(x), 5, device=x.device)))
+    settings = settings[case]
+    x, y = _case_input(g, settings).cuda(), torch.from_numpy(g["y"]).cuda()
+    with create_mixup("puzzlemix", model=Net().cuda(), num_classes=5, label_smoothing=0.0, **settings) as mix:
+        np.random.seed(int(g[f"{case}/seed"]))
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out, target = mix(x, y)
+        draw = mix.last_draw
+    assert out.device == x.device and target.device == x.device and out.dtype == x.dtype
+    assert (draw.masks == g[f"{case}/mask"].astype(np.float32)).mean() >= 0.95
+    if np.array_equal(draw.masks, g[f"{case}/mask"].astype(np.float32)):
+        torch.testing.assert_close(out.cpu(), torch.from_numpy(g[f"{case}/out"]), rtol=0, atol=1e-6)
+    lam = torch.from_numpy(draw.masks.reshape(len(x), -1).mean(1))
+    expected = lam[:, None] * F.one_hot(y.cpu(), 5) + (1 - lam[:, None]) * F.one_hot(y.cpu()[draw.partner], 5)
+    torch.testing.assert_close(target.cpu(), expected, rtol=0, atol=1e-6)
+
+
 @pytest.mark.slow
 def test_a_process_pool_cuts_the_same_masks() -> None:
     x, y = torch.randn(6, 3, 16, 16), torch.arange(6) % 5
