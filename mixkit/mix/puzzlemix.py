@@ -207,9 +207,9 @@ class PuzzleMix(MixupBase):
         sizes = f"t_size={self.t_size}, " if self.transport and self.t_size != SAME_GRID else ""
         if self.block_num == RANDOM_BLOCKS:
             raise ValueError(f"puzzlemix: none of the grids {RANDOM_BLOCK_CHOICES} splits {width} x {width} images "
-                             f"into equal blocks that neigh_size={self.neigh_size} and {sizes}cells fit (images "
-                             f"too small or not a multiple of 2 x the cell): use images whose side is a multiple of "
-                             f"4 x neigh_size, a smaller neigh_size, or a fixed block_num (--mixup-kwargs ...)")
+                             f"into equal blocks that neigh_size={self.neigh_size} and {sizes}cells divide (the "
+                             f"images are too small, or their side is odd): use images whose side is a multiple of "
+                             f"2 x neigh_size (32 px, say), or a smaller neigh_size (--mixup-kwargs neigh_size=...)")
         raise ValueError(f"puzzlemix: block_num={self.block_num} needs {width} px images split into "
                          f"{self.block_num} equal blocks whose side neigh_size={self.neigh_size} and {sizes}cells "
                          f"divide: pass a block_num that divides {width} (--mixup-kwargs block_num=..., or -1), "
