@@ -116,6 +116,37 @@ def test_the_transport_moves_the_salient_block_to_where_the_mask_keeps_it() -> N
     torch.testing.assert_close(moved[0, 0, :2, :2], image[0, 0, 2:, 2:])
 
 
+def _dense_transport_plan(mask: torch.Tensor, saliency: torch.Tensor, eps: float) -> torch.Tensor:
+    """A re-statement of the paper's Algorithm 1 as the authors' code runs it, on dense (B, n*n, n*n) plans."""
+    side = mask.shape[-1]
+    cells = side * side
+    rows, cols = np.divmod(np.arange(cells), side)
+    distance = torch.tensor(((rows[:, None] - rows[None]) ** 2 + (cols[:, None] - cols[None]) ** 2)
+                            / (side - 1) ** 2, dtype=torch.float32)
+    cost = eps * distance - saliency.reshape(-1, cells, 1) * (mask > 0).float().reshape(-1, 1, cells)
+    for _ in range(side):
+        plan = torch.zeros_like(cost).scatter_(-1, cost.min(-1)[1].unsqueeze(-1), 1)
+        win = torch.zeros_like(cost).scatter_(-2, (plan * cost).min(-2)[1].unsqueeze(-2), 1) * plan
+        cost = cost + (1 - win) * plan
+    return win
+
+
+def test_the_transport_plan_equals_the_dense_algorithm_ties_included() -> None:
+    """mixkit resolves each round's column contest from the rows' choices instead of a dense matrix; the
+    plans must be the dense algorithm's exactly, also with tied saliency, empty or full masks and eps 0."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        side = (2, 4, 8)[trial % 3]
+        levels = torch.randint(0, 3, (5, 1, side, side), generator=g).float() / 2
+        mask = [levels, torch.ones_like(levels), torch.zeros_like(levels)][trial % 3 if trial % 5 == 0 else 0]
+        saliency = torch.rand(5, side, side, generator=g)
+        if trial % 2:
+            saliency = (saliency * 3).floor()  # ties, and all-zero images
+        saliency = saliency / saliency.flatten(1).sum(1).clamp_min(1e-12).reshape(-1, 1, 1)
+        eps = (0.8, 0.0, 0.01, 5.0)[trial % 4]
+        assert torch.equal(transport_plan(mask, saliency, eps=eps), _dense_transport_plan(mask, saliency, eps)), trial
+
+
 def test_the_clean_loss_is_the_clean_batchs_cross_entropy_through_the_model() -> None:
     torch.manual_seed(0)
     model = Net()
