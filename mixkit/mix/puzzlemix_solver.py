@@ -19,8 +19,8 @@ All coefficients are per block (divided by the number of blocks; ``beta`` by ``1
 authors' code, so that the defaults mean what theirs do. Where the authors' code (snu-mllab/PuzzleMix,
 ``mixup.py``) fixes a numerical detail, mixkit follows it so that the masks are the authors'
 (tests/golden/puzzlemix.npz): the energies are truncated to integers at ``1000 * block_num ** 2`` per unit,
-and gco gets int32 unary and edge costs with a float label distance (its float mode). The sweep around the
-cut, the energy and the transport are written here because no library has them.
+and gco gets int32 unary and edge costs with a float label distance (its float mode). The energy
+and the transport are written here because no library has them (gco does the cut).
 """
 
 from __future__ import annotations
