@@ -342,6 +342,8 @@ def setup(args: argparse.Namespace) -> Run:
     if len(mean) != in_chans or len(std) != in_chans:
         raise ValueError(f"mean {mean} / std {std} must have {in_chans} values (one per input channel): "
                          "pass --mean/--std")
+    if hasattr(mixup_fn, "set_input_normalization"):  # methods reading pixel values (PuzzleMix)
+        mixup_fn.set_input_normalization(mean, std)
     crop_pct = args.crop_pct or cfg.get("crop_pct", 0.875)
     loader_kw = dict(mean=mean, std=std, crop_pct=crop_pct, interpolation=args.interpolation, rank=rank,
                      world_size=world, device=accelerator.device)
