@@ -34,7 +34,7 @@ the default CUDA pipeline, counted with a TorchDispatchMode on CPU tensors runni
 path's logic (benchmarks/common.py: OpCounter, emulated_cuda_step), on the preset's model at a
 small batch and resolution (the counts do not depend on either). Target: at most 2 host syncs per
 AlignMixup step; every method's budget is SYNC_BUDGETS (the saliency methods' saliency pass included:
-Co-Mixup 2 copies to the host for its graph cuts, SaliencyMix none). Not seen by the proxy: blocking
+Co-Mixup 2 copies to the host for its graph cuts, PuzzleMix 1, SaliencyMix none). Not seen by the proxy: blocking
 host-to-device copies (``torch.tensor(..., device=...)``), which wait for the device on CUDA too.
 
 Writes benchmarks/results/overhead-<preset>[-<tag>].json and .png and prints a table. Only measured
@@ -85,6 +85,7 @@ SYNC_BUDGETS: dict[str, int | None] = {
     **dict.fromkeys(("alignmixup", "alignmixup_ae", "alignmixup_feature"), TARGET_SYNCS_PER_ALIGNMIXUP_STEP),
     "alignmixup_paper": None,  # the paper's reference solver reads its convergence at every iteration
     "comixup": 2,  # the block saliency and the peak distances go to the host for the graph cuts
+    "puzzlemix": 1,  # the graph cuts' unary and edge tables go to the host in one copy
     # saliencymix: none with its default gradient saliency (the peak and the box stay on the device);
     # saliency='opencv' copies the source image to the host (1 sync), which the proxy does not run.
 }

@@ -116,7 +116,11 @@ def block_costs(own_saliency: torch.Tensor, partner_saliency: torch.Tensor, own:
     for axis in (0, 1):
         c = {key: value[axis] for key, value in costs.items()}
         edges.append((c["own", "partner"] + c["partner", "own"] - c["own", "own"] - c["partner", "partner"]) / 2)
-    host = [t.detach().float().cpu().numpy() for t in (keep, take, *edges)]
+    # One device-to-host copy for the four tables (a sync each on CUDA), split again on the host.
+    tables = (keep, take, *edges)
+    flat = torch.cat([t.detach().float().flatten() for t in tables]).cpu().numpy()
+    host = [part.reshape(t.shape) for part, t in zip(np.split(flat, np.cumsum([t.numel() for t in tables])[:-1]),
+                                                      tables, strict=True)]
     assert host[0].shape == (batch_size, block_num, block_num)
     return host[0], host[1], host[2], host[3]
 

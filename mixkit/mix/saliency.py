@@ -40,12 +40,18 @@ NO_INPUT_GRADIENT = (
 
 
 @contextlib.contextmanager
-def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+def frozen_norm_statistics(model: nn.Module, *, keep_graph: bool = False) -> Iterator[None]:
     """Keeps the running statistics (and batch counters) of every normalisation layer as they were.
 
-    Layers with a ``momentum`` get momentum 0 for the pass (their update then leaves the statistics as they
-    are), so a graph kept through them (``input_gradient(keep_graph=True)``) still finds the buffers it saved
-    unmodified; every buffer that still changed (the batch counters) is copied back on exit.
+    Layers with a ``momentum`` get momentum 0 for the pass, so their update leaves the statistics as they are
+    (for finite batch statistics). On exit every buffer is copied back (a guard, and the batch counters),
+    except, with ``keep_graph``, the running statistics of layers with a momentum: a graph kept through them
+    (``input_gradient(keep_graph=True)``) saved those buffers, and an in-place copy would invalidate it.
+    The copies are unconditional: comparing first (``torch.equal``) would wait for the device per buffer.
+
+    Args:
+        model: The module whose normalisation layers are kept.
+        keep_graph: A graph through the pass outlives it (see above).
     """
     # Duck-typed (a running_mean buffer): torch's BatchNorm/InstanceNorm family, SyncBatchNorm, timm's
     # BatchNormAct2d and any custom layer keeping running statistics the same way.
@@ -62,9 +68,9 @@ def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for module, buffers in saved:
                 for name, value in buffers.items():
-                    buffer = getattr(module, name)
-                    if not torch.equal(buffer, value):
-                        buffer.copy_(value)
+                    if keep_graph and hasattr(module, "momentum") and name in ("running_mean", "running_var"):
+                        continue  # unchanged at momentum 0, and saved by the kept graph
+                    getattr(module, name).copy_(value)
 
 
 @contextlib.contextmanager
@@ -106,7 +112,7 @@ def input_gradient(
     """
     module = unwrap_model(model)
     loss_fn = loss_fn or F.cross_entropy
-    with torch.enable_grad(), frozen_norm_statistics(module):
+    with torch.enable_grad(), frozen_norm_statistics(module, keep_graph=keep_graph):
         inputs = x.detach().requires_grad_(True)
         logits = module(inputs).float()
         try:
