@@ -51,12 +51,15 @@ from mixkit.mix import list_mixups
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     RESULTS_DIR,
+    balanced_subset,
     common_parser,
+    git_state,
     load_average,
     machine,
     pyplot,
     result_path,
     save_figure,
+    uptime_load,
     write_json,
     write_text,
 )
@@ -120,23 +123,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         p.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     return args
-
-
-def balanced_subset(labels: torch.Tensor, size: int, *, seed: int) -> torch.Tensor:
-    """Indices of ``size`` samples, the same number from every class (seeded), in a seeded order."""
-    classes = labels.unique()
-    per_class = size // len(classes)
-    if per_class < 1:
-        raise ValueError(f"a class-balanced subset of {size} images needs at least {len(classes)}")
-    g = torch.Generator().manual_seed(seed)
-    picks = []
-    for c in classes:
-        idx = (labels == c).nonzero().flatten()
-        if len(idx) < per_class:
-            raise ValueError(f"class {int(c)} has {len(idx)} images, fewer than the {per_class} requested")
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
-    picks = torch.cat(picks)
-    return picks[torch.randperm(len(picks), generator=g)]
 
 
 def load_data(train_size: int, attack_samples: int) -> dict[str, torch.Tensor]:
@@ -355,14 +341,6 @@ def render(result: dict[str, Any], json_path: Path) -> None:
         plot(result, json_path.with_suffix(".png"))
 
 
-def _uptime() -> str:
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return ""
-
-
 def reusable_runs(path: Path, config: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Runs (and invocation records) of an earlier result file measured with the same settings.
 
@@ -381,20 +359,6 @@ def reusable_runs(path: Path, config: dict[str, Any]) -> tuple[list[dict[str, An
         raise SystemExit(f"--reuse: {path} was measured with other settings ({', '.join(diff)}); "
                          "remove it or use another --tag")
     return list(old.get("runs", [])), list(old.get("invocations", []))
-
-
-def _git_state() -> dict[str, Any]:
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "mixkit"], cwd=root, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": head, "mixkit_uncommitted_changes": bool(dirty)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -445,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     todo = [c for c in runs_cfg if (c["method"], c["seed"]) not in have]
     if args.reuse:
         print(f"reusing {len(runs)} run(s) from {json_path}; {len(todo)} to run", file=sys.stderr)
-    uptime_before, load_before = _uptime(), load_average()
-    command, git = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv), _git_state()
+    uptime_before, load_before = uptime_load(), load_average()
+    command, git = "python benchmarks/accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv), git_state()
     start = time.perf_counter()
     failed: list[dict[str, Any]] = []
 
@@ -455,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         rec.update(loadavg_1min_before=load_before, loadavg_1min_after=load_average(), hostname=platform.node())
         ordered = sorted(runs, key=lambda r: (methods.index(r["method"]), r["seed"]))
         this = {"command": command, "git": git, "runs": len(todo), "wall_s": time.perf_counter() - start,
-                "uptime_before": uptime_before, "uptime_after": _uptime(), "machine": rec}
+                "uptime_before": uptime_before, "uptime_after": uptime_load(), "machine": rec}
         result = {"benchmark": "accuracy", "command": command, "partial": partial, "git": git, "config": config,
                   "skipped": skipped, "failed": failed, "machine": rec, "uptime_before": uptime_before,
                   "uptime_after": this["uptime_after"], "wall_s": this["wall_s"],
