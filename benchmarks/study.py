@@ -92,15 +92,17 @@ REGIME_NOTE = "(see docs/benchmarks.md, 'The study')."
 __doc__ = __doc__.replace("{REGIME_NOTE}", REGIME_NOTE)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": dict(model="preact_resnet_tiny_cifar", base_width=16, train_size=1000, epochs=40, batch_size=64,
-                lr=0.05, weight_decay=5e-4, warmup_epochs=0, attack_samples=1000, loc_train_size=1000,
-                loc_epochs=20, loc_img_size=32, device="cpu"),
-    "short": dict(model="preact_resnet_tiny_cifar", base_width=8, train_size=10_000, epochs=5, batch_size=128,
+    "cpu": dict(model="preact_resnet_tiny_cifar", base_width=8, img_size=32, train_size=500, epochs=100, batch_size=32,
+                lr=0.05, weight_decay=5e-4, warmup_epochs=0, attack_samples=1000, loc_train_size=500,
+                loc_epochs=40, loc_img_size=32, loc_limit=2000, device="cpu"),
+    "short": dict(model="preact_resnet_tiny_cifar", base_width=8, img_size=32, train_size=10_000, epochs=5,
+                  batch_size=128,
                   lr=0.1, weight_decay=5e-4, warmup_epochs=0, attack_samples=1000, loc_train_size=10_000,
-                  loc_epochs=5, loc_img_size=32, device="cpu"),
-    "gpu": dict(model="preact_resnet18_cifar", base_width=64, train_size=60_000, epochs=30, batch_size=128,
+                  loc_epochs=5, loc_img_size=32, loc_limit=2000, device="cpu"),
+    "gpu": dict(model="preact_resnet18_cifar", base_width=64, img_size=32, train_size=60_000, epochs=30,
+                batch_size=128,
                 lr=0.1, weight_decay=5e-4, warmup_epochs=1, attack_samples=10_000, loc_train_size=60_000,
-                loc_epochs=30, loc_img_size=64, device="cuda"),
+                loc_epochs=30, loc_img_size=64, loc_limit=10_000, device="cuda"),
 }
 TRACKS = ("classification", "localization")
 
@@ -142,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("schedule and model (default: the preset's)")
     s.add_argument("--model", help="timm model name (mixkit-train --model)")
     s.add_argument("--base-width", type=int, help="channels of the model's first stage (--model-kwargs base_width=)")
+    s.add_argument("--img-size", type=int,
+                   help="side the 28 x 28 Fashion-MNIST images are resized to (classification; preset: 32, the "
+                        "CIFAR side the PreAct ResNets and PuzzleMix's default grid are made for)")
     s.add_argument("--train-size", type=int, help="class-balanced Fashion-MNIST training images (classification)")
     s.add_argument("--epochs", type=int, help="training epochs (classification)")
     s.add_argument("--batch-size", type=int, help="training batch size")
@@ -157,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pgd-steps", type=int, default=10, help="PGD steps (default 10; step 2.5 * eps / steps)")
     e.add_argument("--eval-limit", type=int,
                    help="evaluate only the first N test images (mixkit-eval --limit; default: all)")
+    e.add_argument("--loc-limit", type=int,
+                   help="placed test canvases of the localization track (mixkit-eval --limit; preset: 2,000 on "
+                        "the CPU, where the CAM threshold sweep costs about as much as the training)")
     e.add_argument("--loc-holdout", type=int,
                    help="held-out images per class that choose the CAM threshold (mixkit-eval --loc-holdout; "
                         "default: mixkit-eval's, 10)")
@@ -184,8 +192,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    for name in ("base_width", "train_size", "epochs", "batch_size", "attack_samples", "loc_train_size",
-                 "loc_epochs", "loc_img_size", "jobs", "threads", "pgd_steps"):
+    for name in ("base_width", "img_size", "train_size", "epochs", "batch_size", "attack_samples", "loc_train_size",
+                 "loc_epochs", "loc_img_size", "loc_limit", "jobs", "threads", "pgd_steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.eval_limit is not None and args.eval_limit < 1:
@@ -303,9 +311,8 @@ def plan_runs(args: argparse.Namespace, data: dict[str, Path]) -> list[Run]:
               "--val-split", "", "--workers", "0", "--checkpoint-hist", "1", "--no-progress"]
     if str(args.device).startswith("cpu"):
         common.append("--cpu")
-    evaluation = ["--no-progress", "--device", str(args.device)]
-    if args.eval_limit:
-        evaluation += ["--limit", str(args.eval_limit)]
+    base = ["--no-progress", "--device", str(args.device)]
+    evaluation = [*base, *(["--limit", str(args.eval_limit)] if args.eval_limit else [])]
     runs = []
     for seed in args.seeds:
         for track in args.tracks:
@@ -315,8 +322,8 @@ def plan_runs(args: argparse.Namespace, data: dict[str, Path]) -> list[Run]:
                 run_dir = out / name
                 mix = [] if method == NONE else ["--mixup", method]
                 if track == "classification":
-                    train = ["--dataset", "fashion_mnist", "--data-dir", str(data["train"]), "--epochs",
-                             str(args.epochs)]
+                    train = ["--dataset", "fashion_mnist", "--data-dir", str(data["train"]), "--img-size",
+                             str(args.img_size), "--epochs", str(args.epochs)]
                     evals = (
                         ([str(run_dir), *evaluation, "--data-dir", str(data["train_as_test"]), "--no-attacks",
                           "--output", str(run_dir / "eval_train.json"), "--diagram",
@@ -327,10 +334,10 @@ def plan_runs(args: argparse.Namespace, data: dict[str, Path]) -> list[Run]:
                 else:
                     train = ["--dataset", "placed_fashion_mnist", "--data-dir", str(data["placed"]), "--img-size",
                              str(args.loc_img_size), "--epochs", str(args.loc_epochs)]
-                    loc = ["--localization", "placed", "--no-attacks"]
+                    loc = ["--localization", "placed", "--no-attacks", "--limit", str(args.loc_limit)]
                     if args.loc_holdout is not None:
                         loc += ["--loc-holdout", str(args.loc_holdout)]
-                    evals = (([str(run_dir), *evaluation, *loc], run_dir / "eval.json"),)
+                    evals = (([str(run_dir), *base, *loc], run_dir / "eval.json"),)
                 argv = [*train, *common, *mix, "--seed", str(seed), "--output", str(out), "--experiment", name]
                 runs.append(Run(track, method, seed, run_dir, tuple(argv),
                                 tuple((tuple(a), p) for a, p in evals)))
@@ -351,22 +358,30 @@ def execute(run: Run, threads: int) -> dict[str, Any]:
 
     run.run_dir.parent.mkdir(parents=True, exist_ok=True)
     log = run.run_dir.with_suffix(".log")
-    timings: dict[str, float] = {}
+    timing_file = run.run_dir.with_suffix(".timing.json")
+    timings: dict[str, Any] = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+
+    def step(name: str, fn: Any) -> Any:
+        # Wall and CPU seconds of this worker process per step (one torch thread: CPU time is the work done,
+        # whatever else the machine runs), kept beside the run so that a resumed study still has them.
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        timings[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                         "loadavg_1min_end": load_average()}
+        write_text(timing_file, json.dumps(timings, indent=1) + "\n")
+        return out
+
     with open(log, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         if not (run.run_dir / "model.safetensors").is_file():
             if run.run_dir.exists():  # an interrupted training: start it again
                 shutil.rmtree(run.run_dir)
             print("$ mixkit-train " + " ".join(_quote(a) for a in run.train_argv), flush=True)
-            start = time.perf_counter()
-            train(train_parse_args(list(run.train_argv)))
-            timings["train_wall_s"] = time.perf_counter() - start
-        for i, (argv, output) in enumerate(run.eval_argvs):
+            step("train", lambda: train(train_parse_args(list(run.train_argv))))
+        for argv, output in run.eval_argvs:
             if output.is_file():
                 continue
             print("$ mixkit-eval " + " ".join(_quote(a) for a in argv), flush=True)
-            start = time.perf_counter()
-            rc = eval_main(list(argv))
-            timings[f"eval{i}_wall_s"] = time.perf_counter() - start
+            rc = step(output.stem, lambda argv=argv: eval_main(list(argv)))
             if rc != 0:
                 raise RuntimeError(f"mixkit-eval exited with {rc}")
     return timings
@@ -413,6 +428,9 @@ def read_run(run: Run) -> dict[str, Any]:
         s = json.loads(summary.read_text())
         record.update(train_seconds=s.get("train_seconds"), process_cpu_seconds=s.get("process_cpu_seconds"),
                       train_loss_per_epoch=[r.get("train_loss") for r in s.get("epochs", [])])
+    timing_file = run.run_dir.with_suffix(".timing.json")
+    if timing_file.is_file():
+        record["steps"] = json.loads(timing_file.read_text())
     report = json.loads((run.run_dir / "eval.json").read_text())
     if run.track == "classification":
         m, a = report["metrics"], report.get("attacks") or {}
@@ -496,7 +514,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines += [f"**Partial result**: {result['finished']} of {result['planned']} runs had finished when this "
                   "was written.", ""]
     lines += [f"Fashion-MNIST, `{cfg['model']}` base width {cfg['base_width']}; classification: {cfg['train_size']} "
-              f"training images, {cfg['epochs']} epochs; localization: {cfg['loc_train_size']} placed objects at "
+              f"training images at {cfg['img_size']} px, {cfg['epochs']} epochs; localization: {cfg['loc_train_size']} placed objects at "
               f"{cfg['loc_img_size']} px, {cfg['loc_epochs']} epochs; batch {cfg['batch_size']}, lr {cfg['lr']}, "
               f"seeds {', '.join(map(str, cfg['seeds']))}; last epoch. Test: the 10,000-image test split; FGSM and "
               f"PGD-{cfg['pgd_steps']} at eps {cfg['eps'] * 255:.0f}/255 on {cfg['attack_samples']} of its images. "
@@ -583,9 +601,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def config_of(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("preset", "model", "base_width", "train_size", "epochs", "batch_size", "lr", "weight_decay",
+    keys = ("preset", "model", "base_width", "img_size", "train_size", "epochs", "batch_size", "lr", "weight_decay",
             "warmup_epochs", "loc_train_size", "loc_epochs", "loc_img_size", "attack_samples", "eps", "pgd_steps",
-            "eval_limit", "loc_holdout", "device", "jobs", "threads", "methods", "seeds", "tracks")
+            "eval_limit", "loc_limit", "loc_holdout", "device", "jobs", "threads", "methods", "seeds", "tracks")
     cfg = {k: getattr(args, k) for k in keys}
     cfg.update(source_dir=str(args.source_dir) if args.source_dir else "Debian's dataset-fashion-mnist",
                work_dir=str(args.work_dir), subsets="class-balanced, drawn with seed 0 from the training split")
@@ -675,7 +693,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     finished(run, None)
         else:
             os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))  # inherited by the spawned workers
-            with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+            from mixkit.parent_death import exit_with_parent
+
+            # Spawned (fresh interpreters: no OpenMP state from this one); they die with this process, so a
+            # killed study leaves no worker training on.
+            with ProcessPoolExecutor(max_workers=min(args.jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                     initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
                 pending: dict[Future, Run] = {pool.submit(execute, run, args.threads): run for run in todo}
                 while pending:
                     ready, _ = wait(pending, return_when=FIRST_COMPLETED)
