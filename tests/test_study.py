@@ -50,6 +50,7 @@ def test_tiny_study_pairs_runs_by_seed_and_reports_what_eval_json_says(tmp_path)
             test, train = files("classification", method, seed)
             loc, _ = files("localization", method, seed)
             assert test["attacks"]["num_samples"] == 10
+            assert test["metrics"]["num_samples"] == 60  # the run's own IDX folder (its --data-dir), not Debian's
             assert train["metrics"]["num_samples"] == 20  # the training subset, evaluated as a test split
             hand[method, seed] = {"top1": test["metrics"]["top1"], "ece": 100 * test["metrics"]["ece"],
                                   "pgd_top1": test["attacks"]["pgd_top1"], "train_top1": train["metrics"]["top1"],
