@@ -615,6 +615,31 @@ def config_of(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+RUN_SETTINGS = ("model", "base_width", "img_size", "train_size", "epochs", "batch_size", "lr", "weight_decay",
+                "warmup_epochs", "loc_train_size", "loc_epochs", "loc_img_size", "attack_samples", "eps", "pgd_steps",
+                "eval_limit", "loc_limit", "loc_holdout", "source_dir")
+"""What a run's numbers depend on: a work directory holds runs of one setting only."""
+
+
+def check_work_dir(args: argparse.Namespace) -> None:
+    """Records the run settings in ``<work_dir>/settings.json`` on first use; refuses other settings later, so that
+    a resumed study never mixes runs of two settings (methods, seeds, tracks, jobs and threads may change)."""
+    now = json.loads(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                                 if k in RUN_SETTINGS}))
+    path = args.work_dir / "settings.json"
+    if not path.is_file():
+        if args.report_only:
+            raise SystemExit(f"--report-only: {args.work_dir} holds no study (no settings.json); run the study first")
+        write_text(path, json.dumps(now, indent=1) + "\n")
+        return
+    old = json.loads(path.read_text())
+    diff = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+    if diff:
+        raise SystemExit(f"{args.work_dir} holds runs made with other settings ("
+                         + ", ".join(f"{k}: {old.get(k)!r} there, {now.get(k)!r} now" for k in diff)
+                         + "): pass the same settings to continue it, or another --work-dir (or --tag)")
+
+
 def cpu_costs(records: list[dict[str, Any]]) -> dict[str, Any]:
     """CPU seconds of the runs (training and evaluations, from the timing files; training from summary.json
     where a run has no timing of it): in all, and per run by track and method (mean over seeds)."""
@@ -657,6 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not torch.cuda.is_available():
             raise SystemExit(f"--device {args.device} (the gpu preset's) needs a CUDA device; use --preset cpu")
     json_path = result_path(args.out_dir, f"study-{args.preset}", tag=args.tag)
+    check_work_dir(args)
     data = prepare_data(args) if not args.report_only else data_folders(args)
     runs = plan_runs(args, data)
     _, ood_note = ood_flag()

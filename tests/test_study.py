@@ -82,6 +82,9 @@ def test_tiny_study_pairs_runs_by_seed_and_reports_what_eval_json_says(tmp_path)
     assert (work / "runs" / "classification" / "none-seed0" / "eval.json").stat().st_mtime_ns == stamp
     again = json.loads((out / "study-cpu.json").read_text())
     assert again["runs"] == result["runs"]
+    # Other settings in the same work directory would mix two studies: refused, naming what differs.
+    with pytest.raises(SystemExit, match="epochs: 1 there, 2 now"):
+        study.main([*argv, "--epochs", "2"])
 
 
 def test_paired_deltas_by_hand():
