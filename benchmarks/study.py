@@ -724,9 +724,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bar.write(f"{run.track} {run.method} seed {run.seed}: FAILED ({error!r}); see "
                           f"{run.run_dir.with_suffix('.log')}")
             else:
-                m = read_run(run)["metrics"]
-                bar.write(f"{run.track:>14} {run.method:>16} seed {run.seed}: "
-                          + "  ".join(f"{k} {v:.2f}" for k, v in m.items() if v is not None and "ood" not in k))
+                try:
+                    m = read_run(run)["metrics"]
+                except (KeyError, ValueError, FileNotFoundError, TypeError) as e:  # save() records it as failed
+                    bar.write(f"{run.track} {run.method} seed {run.seed}: its eval files are unreadable ({e!r})")
+                else:
+                    bar.write(f"{run.track:>14} {run.method:>16} seed {run.seed}: "
+                              + "  ".join(f"{k} {v:.2f}" for k, v in m.items() if v is not None and "ood" not in k))
             bar.update(1)
             save()
 
