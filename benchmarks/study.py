@@ -251,23 +251,38 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
     folders = data_folders(args)
     done = args.work_dir / "data" / "done.json"
     want = {"source": str(source), "train_size": args.train_size, "loc_train_size": args.loc_train_size,
-            "attack_samples": args.attack_samples, "subset_seed": 0}
-    if done.is_file() and json.loads(done.read_text()) == want:
-        return folders
+            "attack_samples": args.attack_samples, "subset_seed": 0, "tracks": sorted(args.tracks)}
+    old = json.loads(done.read_text()) if done.is_file() else {}
+    if {k: v for k, v in old.items() if k != "tracks"} == {k: v for k, v in want.items() if k != "tracks"}:
+        if set(want["tracks"]) <= set(old.get("tracks", [])):
+            return folders
+        want["tracks"] = sorted(set(want["tracks"]) | set(old.get("tracks", [])))
     train, test = FashionMNIST(root=source, train=True), FashionMNIST(root=source, train=False)
-    sub = balanced_subset(train.labels, args.train_size, seed=0)
-    attacked = balanced_subset(test.labels, max(min(args.attack_samples, len(test)), len(test.labels.unique())),
-                               seed=0)
-    rest = torch.ones(len(test), dtype=torch.bool)
-    rest[attacked] = False
-    order = torch.cat([attacked, rest.nonzero().flatten()])
-    _write_split(folders["train"], "train", train.images[sub], train.labels[sub])
-    _write_split(folders["train"], "t10k", test.images[order], test.labels[order])
-    for split in ("train", "t10k"):
-        _write_split(folders["train_as_test"], split, train.images[sub], train.labels[sub])
-    loc = balanced_subset(train.labels, args.loc_train_size, seed=0)
-    _write_split(folders["placed"], "train", train.images[loc], train.labels[loc])
-    _write_split(folders["placed"], "t10k", test.images, test.labels)
+
+    def subset(size: int, flag: str) -> torch.Tensor:
+        try:
+            return balanced_subset(train.labels, size, seed=0)
+        except ValueError as e:
+            raise SystemExit(f"{flag} {size}: {e} in {source}'s training split; choose a smaller {flag}") from None
+
+    if "classification" in args.tracks:  # the folders of the tracks asked for (those of the others stay)
+        sub = subset(args.train_size, "--train-size")
+        n_attacked = max(min(args.attack_samples, len(test)), len(test.labels.unique()))
+        try:
+            attacked = balanced_subset(test.labels, n_attacked, seed=0)
+        except ValueError:  # a test split too unbalanced for a balanced attacked subset: its own order
+            attacked = torch.arange(0)
+        rest = torch.ones(len(test), dtype=torch.bool)
+        rest[attacked] = False
+        order = torch.cat([attacked, rest.nonzero().flatten()])
+        _write_split(folders["train"], "train", train.images[sub], train.labels[sub])
+        _write_split(folders["train"], "t10k", test.images[order], test.labels[order])
+        for split in ("train", "t10k"):
+            _write_split(folders["train_as_test"], split, train.images[sub], train.labels[sub])
+    if "localization" in args.tracks:
+        loc = subset(args.loc_train_size, "--loc-train-size")
+        _write_split(folders["placed"], "train", train.images[loc], train.labels[loc])
+        _write_split(folders["placed"], "t10k", test.images, test.labels)
     write_text(done, json.dumps(want) + "\n")
     return folders
 

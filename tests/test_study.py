@@ -122,14 +122,16 @@ def test_ood_flag_follows_mixkit_eval(monkeypatch):
     import mixkit.eval.cli as cli
 
     real = cli.build_parser
-    if not any("--ood" in a.option_strings for a in real()._actions):
-        args, why = study.ood_flag()
-        assert args == [] and why.startswith("not available")
+    if any("--ood" in a.option_strings for a in real()._actions):  # mixkit-eval --ood SET [SET ...] exists
+        assert study.ood_flag() == (["--ood", "digits", "noise"], "")
+        return
+    args, why = study.ood_flag()
+    assert args == [] and why.startswith("not available")
 
-    def with_ood(nargs):
+    def with_ood(nargs, choices=("digits", "noise", "other")):
         def build():
             p = real()
-            p.add_argument("--ood", nargs=nargs, choices=["digits", "noise", "other"])
+            p.add_argument("--ood", nargs=nargs, choices=list(choices))
             return p
         return build
 
@@ -137,6 +139,9 @@ def test_ood_flag_follows_mixkit_eval(monkeypatch):
     assert study.ood_flag() == (["--ood", "digits", "noise"], "")
     monkeypatch.setattr(cli, "build_parser", with_ood(None))
     assert study.ood_flag() == (["--ood", "digits"], "")
+    monkeypatch.setattr(cli, "build_parser", with_ood("+", ("photos",)))
+    args, why = study.ood_flag()
+    assert args == [] and "none of" in why
 
 
 def test_every_flag_has_help_and_presets_fill_the_rest():
