@@ -14,7 +14,8 @@ Two tracks per (method, seed), both trained from a class-balanced subset of Debi
 (drawn once with seed 0; ``mixkit-train --dataset ... --data-dir`` reads it from a folder of IDX files this
 script writes under ``--work-dir``):
 
-- **classification**: ``--dataset fashion_mnist``. ``mixkit-eval`` on the full 10,000-image test split gives
+- **classification**: ``--dataset fashion_mnist --img-size 32`` (every method sees the CIFAR side the PreAct
+  ResNets are made for; PuzzleMix's default grid refuses 28 px). ``mixkit-eval`` on the full 10,000-image test split gives
   top-1, ECE, NLL, FGSM and PGD (L-inf, pixel space, on the first ``attack_samples`` test images, which the
   folder's test file orders class-balanced first) and, where ``mixkit-eval`` has ``--ood``, OOD detection
   (AUROC, FPR95 per OOD set and score); a second ``mixkit-eval`` on a folder whose test file holds the training
@@ -32,14 +33,14 @@ Presets (each flag below overrides its value):
 - ``cpu`` (default): the regime where regularisation matters: ``none`` fits its training set (>= 99% training
   top-1 in its last epoch, checked in the JSON as ``none_fits_training_set``): 400 images (40 per class) at
   32 px, 125 epochs of batch 32 (1,500 updates), lr 0.05, ``preact_resnet_tiny_cifar`` at base width 8 (the
-  demo's model). Measured for ``none`` on this project's shared 2-core AMD EPYC (one torch thread): 2,000
-  images x 30 epochs (batch 128) reached 88.3% training top-1, 1,000 x 60 reached 96.5%, 500 x 100 reached
+  demo's model). Measured for ``none`` on this project's shared 2-core AMD EPYC (one torch thread): at 28 px
+  2,000 images x 30 epochs (batch 128) reached 88.3% training top-1, 1,000 x 60 reached 96.5%; 500 x 100 reached
   99.8, 99.8 and 98.8% on seeds 0-2 at 32 px, and 400 x 125 reached 99.75, 100.0 and 99.75% (test top-1
   81.2, 80.2, 81.5%). The localization track trains 500 placed objects for 40 epochs and scores 2,000 test
   canvases. Estimated cost (not measured as a whole): about 98 CPU-minutes, 50-55 minutes of wall time on two
   quiet cores (the per-run CPU times it adds up: docs/benchmarks.md, "The study").
-- ``short``: the setting of the earlier ``benchmarks/accuracy.py`` study (10,000 images, 5 epochs, base width 8),
-  where ``none`` still underfits; kept for comparison.
+- ``short``: the setting of the earlier ``benchmarks/accuracy.py`` study (10,000 images, 5 epochs, base width 8;
+  here at 32 px), where ``none`` still underfits; kept for comparison.
 - ``gpu``: the full 60,000-image training split, ``preact_resnet18_cifar``, 30 epochs, placed canvases at 64 px.
 
 Runs go to ``--jobs`` worker processes (spawned, one torch thread each: on a small CPU two single-thread
