@@ -81,6 +81,7 @@ class PreActResNet(nn.Module):
         if int(base_width) < 1:
             raise ValueError(f"base_width must be a positive number of channels, got {base_width}")
         self.num_classes = num_classes
+        self.in_chans = in_chans  # timm's attribute: its exports (config.json) read the input channels from it
         self.drop_rate = drop_rate
         self.conv1 = nn.Conv2d(in_chans, base_width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(base_width)
@@ -135,8 +136,16 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _has_weights_source(kwargs: dict) -> bool:
+    # timm's pretrained=True with a source of weights: a mixkit-train export read through "local-dir:<run>"
+    # (its config.json gives pretrained_cfg) or pretrained_cfg_overlay=dict(file=...).
+    sources = ("file", "state_dict", "url", "hf_hub_id")
+    cfgs = [kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay")]
+    return any(isinstance(c, dict) and any(c.get(k) for k in sources) for c in cfgs)
+
+
 def _create(variant: str, pretrained: bool, **kwargs) -> PreActResNet:
-    if pretrained:
+    if pretrained and not _has_weights_source(kwargs):
         raise ValueError(f"{variant} has no pretrained weights: train it (mixkit-train) and load the run's "
                          "model.safetensors with --initial-checkpoint / mixkit.rundir.create_model_from_run")
     return build_model_with_cfg(PreActResNet, variant, pretrained,

@@ -98,8 +98,10 @@ def create_model_from_run(path: str | os.PathLike, *, ema: bool = False,
         run_dir = path
         weights = find_run_file(run_dir, EMA_WEIGHTS_FILE if ema else WEIGHTS_FILE)
     args = load_run_args(run_dir)
+    # --gp changes the pooling, not the tensors: a model built without it would load and compute other logits.
+    pool = {"global_pool": args["gp"]} if args.get("gp") else {}
     model = timm.create_model(args["model"], pretrained=False, num_classes=int(args["num_classes"]),
-                              in_chans=int(args["in_chans"]), **(args.get("model_kwargs") or {}))
+                              in_chans=int(args["in_chans"]), **pool, **(args.get("model_kwargs") or {}))
     described = (f"the run's model {args['model']} (num_classes={args['num_classes']}, in_chans={args['in_chans']}"
                  + (f", model_kwargs={args['model_kwargs']}" if args.get("model_kwargs") else "") + f", from {run_dir / ARGS_FILE})")
     try:
@@ -169,14 +171,23 @@ def create_model_from_weights(name: str, *, checkpoint: str | os.PathLike | None
     return model.to(device).eval(), settings
 
 
-def save_model_safetensors(model: nn.Module, path: str | os.PathLike) -> Path:
+def save_model_safetensors(model: nn.Module, path: str | os.PathLike, *,
+                           metadata: dict[str, str] | None = None) -> Path:
     """Writes ``model.state_dict()`` as safetensors atomically (a kill leaves the old file or none).
 
-    Tied or shared tensors are cloned so that safetensors accepts them.
+    Tied or shared tensors are cloned so that safetensors accepts them. ``metadata``: the file's
+    ``__metadata__`` (string values; mixkit-train names the run's method, weights and mixkit's revision).
     """
     from safetensors.torch import save
 
-    state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()}
+    # timm's SplitBatchNorm2d (--split-bn) holds extra statistics for the augmented splits under "aux_bn.":
+    # training state (checkpoints keep it), not the model's; its own BatchNorm is what evaluation uses, so the
+    # file loads into the plain timm model.
+    from timm.layers import SplitBatchNorm2d
+
+    aux = tuple(f"{name}.aux_bn." for name, m in model.named_modules() if isinstance(m, SplitBatchNorm2d))
+    state = {k: v.detach().contiguous().clone().cpu() for k, v in model.state_dict().items()
+             if not (aux and k.startswith(aux))}
     # save() to bytes, then the package's atomic write: safetensors' save_file would reset the file's mode
     # to 0600 (unreadable to the other users of a shared run directory) and does not fsync.
-    return write_bytes_atomic(path, save(state))
+    return write_bytes_atomic(path, save(state, metadata=metadata))

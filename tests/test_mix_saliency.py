@@ -83,6 +83,18 @@ def test_frozen_norm_statistics_restores_on_error() -> None:
     before = model[1].running_mean.clone()
     with pytest.raises(RuntimeError, match="boom"), frozen_norm_statistics(model):
         model(x)
-        assert not torch.equal(model[1].running_mean, before)
+        assert model[1].momentum == 0.0 and int(model[1].num_batches_tracked) == 1  # the pass's own update
         raise RuntimeError("boom")
     assert torch.equal(model[1].running_mean, before) and int(model[1].num_batches_tracked) == 0
+    assert model[1].momentum == 0.1
+
+
+def test_a_graph_kept_through_batch_norm_survives_the_frozen_statistics() -> None:
+    """keep_graph: the logits' graph saved BatchNorm's running buffers; restoring them in place would break
+    its backward, so the pass leaves them untouched (momentum 0) and the clean loss still backpropagates."""
+    model, (x, y) = _net(), _batch()
+    before = model[1].running_var.clone()
+    _, logits = input_gradient(model, x, y, keep_graph=True)
+    F.cross_entropy(logits, y).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert torch.equal(model[1].running_var, before) and int(model[1].num_batches_tracked) == 0

@@ -206,5 +206,7 @@ def test_progress_is_plain_lines_when_stderr_is_not_a_terminal(capsys):
     bar.show(lr=0.1, loss=1.25, recon_loss=0.5)
     bar.close()
     err = capsys.readouterr().err
+    assert bar.interval_images_per_s() == pytest.approx(24 / (bar.data_s + bar.compute_s))  # all 3 batches
+    assert bar.interval_images_per_s() == 0.0  # nothing since the last call
     assert "\r" not in err
     assert err.splitlines()[-1].startswith("train 1: 3/3 loss 1.2500 recon_loss 0.5000 lr 0.1 ")

@@ -92,8 +92,9 @@ def test_parts_train_beside_the_model_and_resume_exactly(method, data, tmp_path)
 
 
 def _check_eval_scores_the_classifier_alone(run_dir, data, tmp_path):
-    """mixkit-eval of the run equals the classifier loaded by timm from model.safetensors, evaluated here."""
-    report = run_eval(build_parser().parse_args([str(run_dir), "--output", str(tmp_path / "eval.json"), "--no-attacks",
+    """mixkit-eval of the run equals the classifier loaded by timm from model.safetensors, evaluated here (--raw:
+    the run keeps an EMA, which mixkit-eval scores by default)."""
+    report = run_eval(build_parser().parse_args([str(run_dir), "--raw", "--output", str(tmp_path / "eval.json"), "--no-attacks",
                                                  "--workers", "0", "--no-progress", "--device", "cpu"]))
     model = timm.create_model("preact_resnet_tiny_cifar", num_classes=4, base_width=8,
                               checkpoint_path=str(run_dir / "model.safetensors")).eval()

@@ -59,6 +59,24 @@ def test_tensorboard_events_hold_epoch_and_step_points(tmp_path):
     assert tags["epoch/train_loss"][-1] == pytest.approx(summary["final"]["train_loss"], rel=1e-5)
     assert tags["epoch/eval_top1"][-1] == pytest.approx(summary["final"]["eval_top1"], rel=1e-5)
     assert len(tags["train/loss"]) >= 1 and "train/lr" in tags
+    # One throughput point per logged step (every batch here), each a positive rate.
+    assert len(tags["train/images_per_s"]) == len(tags["train/loss"]) and min(tags["train/images_per_s"]) > 0
     recorded = yaml.safe_load((run / "args.yaml").read_text())
     assert recorded["log_with"] == ["tensorboard"] and recorded["mixed_precision"] == "no"
     assert summary["mixed_precision"] == "no"
+
+
+def test_every_tracker_writes_inside_the_run_directory(tmp_path, monkeypatch):
+    """Accelerate hands its logging directory to TensorBoard only; wandb (dir) and mlflow (tracking URI and
+    artifacts) are pointed at the run directory, or they would write ./wandb and ./mlruns where the run started."""
+    from mixkit.train.tracking import tracker_init_kwargs
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracker_init_kwargs(["tensorboard"], tmp_path) == {}
+    kw = tracker_init_kwargs(["wandb", "mlflow"], tmp_path)
+    assert kw == {"wandb": {"dir": str(tmp_path)}, "mlflow": {"logging_dir": str(tmp_path / "mlruns")}}
+    import os
+    assert os.environ["MLFLOW_TRACKING_URI"] == (tmp_path.resolve() / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    tracker_init_kwargs(["mlflow"], tmp_path)
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"  # the user's server is kept

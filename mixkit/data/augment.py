@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["AUGMENT_KEYS", "as_augment", "check_augment_supported"]
+__all__ = ["AUGMENT_KEYS", "as_augment", "check_aug_splits_supported", "check_augment_supported"]
 
 # timm.data.create_transform's keywords for the training augmentation beyond RandomResizedCrop + flip.
 AUGMENT_KEYS = ("auto_augment", "color_jitter", "color_jitter_prob", "grayscale_prob", "gaussian_blur_prob",
@@ -53,3 +53,15 @@ def check_augment_supported(backend: str, augment: Mapping[str, Any]) -> None:
         raise ValueError(f"the {backend!r} loader cannot apply timm's augmentation {named}: its pipeline is not "
                          "timm's transforms. Use --loader torch on an ImageFolder (timm's create_transform "
                          "applies them), or drop these flags.")
+
+
+def check_aug_splits_supported(backend: str, aug_splits: int) -> None:
+    """Refuses timm's augmentation splits in a backend whose pipeline is not timm's transforms.
+
+    Raises:
+        ValueError: ``aug_splits`` is set; the message names the 'torch' backend.
+    """
+    if aug_splits:
+        raise ValueError(f"the {backend!r} loader cannot make timm's augmentation splits (--aug-splits "
+                         f"{aug_splits}, aug_splits): they come from timm's AugMixDataset over its transforms. Use "
+                         "--loader torch on an ImageFolder, or drop --aug-splits.")

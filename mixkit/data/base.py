@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from .augment import check_augment_supported
+from .augment import check_aug_splits_supported, check_augment_supported
 from .classes import label_map
 from .config import LoaderConfig, resolve_device
 
@@ -59,8 +59,9 @@ class LoaderBase(ABC):
             raise ValueError(f"mean {config.mean} and std {config.std} have {len(config.mean)} value(s), but the "
                              f"{self.backend!r} backend yields {channels}-channel images: give one value per "
                              "channel.")
-        if config.augment and not self.applies_timm_augment:
+        if not self.applies_timm_augment:
             check_augment_supported(self.backend, config.augment)
+            check_aug_splits_supported(self.backend, config.aug_splits)
         self.config = config
         self.classes = list(classes) if classes is not None else None
         self._label_map: torch.Tensor | None = None

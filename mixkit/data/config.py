@@ -99,6 +99,10 @@ class LoaderConfig:
         augment: timm's extra training augmentation, ``timm.data.create_transform`` keywords
             (``mixkit.data.augment.AUGMENT_KEYS``: auto_augment, color_jitter, re_prob, ...); off values are
             dropped. Only the 'torch' backend applies them; the others refuse a non-empty one.
+        aug_splits: timm's augmentation splits (``--aug-splits``, training only): 0 (off) or >= 2; each sample
+            then yields a clean view and ``aug_splits - 1`` augmented ones (timm's AugMixDataset), batched split
+            after split as timm's fast_collate lays them out, with the labels repeated. 'torch' backend only.
+        re_split: timm's ``--resplit``: random erasing leaves the first (clean) split alone; needs ``aug_splits``.
 
     Raises:
         TypeError: A count that is not an int.
@@ -123,6 +127,8 @@ class LoaderConfig:
     hflip: float = 0.5
     class_map: tuple[str, ...] | None = None
     augment: dict = field(default_factory=dict)
+    aug_splits: int = 0
+    re_split: bool = False
     # True when rank and world_size were resolved here rather than given: a loader then checks, when it
     # starts an epoch, that the process group has not changed under it (see LoaderBase.__iter__).
     ranks_resolved: bool = field(default=False, init=False, repr=False, compare=False)
@@ -160,6 +166,14 @@ class LoaderConfig:
         if self.class_map is not None:
             put("class_map", as_class_map(self.class_map))
         put("augment", as_augment(self.augment) if self.is_training else {})
+        splits = _whole("aug_splits", self.aug_splits, 0) if self.is_training else 0
+        if splits == 1:
+            raise ValueError("aug_splits is 0 (off) or >= 2 (a clean split and augmented ones), got 1.")
+        put("aug_splits", splits)
+        put("re_split", bool(self.re_split) and self.is_training)
+        if self.re_split and not splits:
+            raise ValueError("re_split (--resplit) keeps random erasing off the clean split of aug_splits: "
+                             "set aug_splits >= 2 (--aug-splits), or drop it.")
 
 
 def config_fields() -> frozenset[str]:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import Compose, RandomResizedCrop
 
+from .aug_splits import SplitCollate
 from .base import LoaderBase
 from .config import LoaderConfig
 from .imagefolder import DEFAULT_VALIDATE, ImageFolderIndex, load_rgb, scan_image_folder
@@ -90,18 +91,36 @@ class TorchLoader(LoaderBase):
             root, validate=validate, skip_corrupt=skip_corrupt)
         super().__init__(config, classes=index.classes, skipped=index.skipped, source=str(index.root))
         c = config
-        transform = _with_non_empty_crops(create_transform(
-            c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,
-            interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct,
-            **{"color_jitter": None, **c.augment}))
-        self.dataset = _IndexedImageFolder(index, transform=transform)
+        augment, collate = {"color_jitter": None, **c.augment}, None
+        if c.aug_splits:
+            # timm's split pipeline: create_transform's three stages for AugMixDataset, and the erasing moved to
+            # the batch (as timm's prefetcher erases), so that --resplit can spare the clean split.
+            from timm.data import AugMixDataset
+            from timm.data.random_erasing import RandomErasing
+
+            erasing = None
+            if augment.get("re_prob"):
+                erasing = RandomErasing(augment.pop("re_prob"), mode=augment.pop("re_mode", "pixel"),
+                                        max_count=augment.pop("re_count", 1),
+                                        num_splits=c.aug_splits if c.re_split else 0, device="cpu")
+            stages = create_transform(
+                c.img_size, is_training=True, scale=c.scale, ratio=c.ratio, hflip=c.hflip,
+                interpolation=interpolation, mean=c.mean, std=c.std, separate=True, **augment)
+            _with_non_empty_crops(stages[0])
+            self.dataset = AugMixDataset(_IndexedImageFolder(index, transform=stages), num_splits=c.aug_splits)
+            collate = SplitCollate(c.aug_splits, erasing)
+        else:
+            transform = _with_non_empty_crops(create_transform(
+                c.img_size, is_training=c.is_training, scale=c.scale, ratio=c.ratio, hflip=c.hflip,
+                interpolation=interpolation, mean=c.mean, std=c.std, crop_pct=c.crop_pct, **augment))
+            self.dataset = _IndexedImageFolder(index, transform=transform)
         self.indices = shard_indices(len(index), rank=c.rank, world_size=c.world_size,
                                      seed=c.seed if c.is_training else None, equal_size=c.is_training)
         self._set_shard(len(self.indices), len(index))
         self.sampler = ShardSampler(self.indices, shuffle=c.is_training, seed=c.seed)
         self.loader = DataLoader(
             self.dataset, batch_size=c.batch_size, sampler=self.sampler, num_workers=c.num_workers,
-            drop_last=c.drop_last, pin_memory=c.device.type == "cuda",
+            drop_last=c.drop_last, pin_memory=c.device.type == "cuda", collate_fn=collate,
             persistent_workers=persistent_workers and c.num_workers > 0)
 
     def _iter_epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

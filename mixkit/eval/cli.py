@@ -2,7 +2,8 @@
 
 Evaluates a mixkit-train run directory (or a ``.safetensors`` file inside one), or a timm model name
 with weights, on the run's evaluation data; writes ``eval.json`` and ``reliability.png`` next to the
-weights (atomically) and prints the numbers.
+weights (atomically) and prints the numbers. Localization (``--localization``) lives in ``wsol``, OOD detection
+(``--ood``, ``--ood-dir``) in ``oodreport``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .data import FASHION_MNIST, EvalData, as_floats, fashion_mnist_test, image_
 from .evaluate import AttackConfig, evaluate
 from .locdata import CUB, PLACED_DATASET, cub_test, placed_root, placed_test
 from .metrics import DEFAULT_BINS
+from .oodreport import add_ood_args, format_ood_table, ood_report, ood_requested
 from .reliability import plot_reliability_diagram
 from .wsol import add_localization_args, classification_dataset, localization_report
 
@@ -31,21 +33,26 @@ __all__ = ["build_parser", "main"]
 _DESCRIPTION = """Accuracy, calibration and robustness of a trained classifier: top-1, top-5, NLL, expected
 calibration error (equal-width confidence bins, Guo et al. 2017) with a reliability diagram, and FGSM and PGD
 robust accuracy (L-inf, pixel space), and with --localization weakly supervised object localization from
-class activation maps (MaxBoxAcc, top-1 and GT-known localization). Evaluates a mixkit-train run directory
-(or a .safetensors file inside one) on the run's evaluation data, or a timm model name with weights."""
+class activation maps (MaxBoxAcc, top-1 and GT-known localization), and with --ood / --ood-dir
+out-of-distribution detection (AUROC, FPR at 95% TPR, AUPR-in/out, detection error). Evaluates a
+mixkit-train run directory (or a .safetensors file inside one) on the run's evaluation data, or a timm
+model name with weights."""
 
 _EXAMPLES = """examples:
   mixkit-eval output/train/demo                      # a mixkit-train run: its model.safetensors and data
-  mixkit-eval output/train/demo --ema                # the run's EMA weights
+  mixkit-eval output/train/demo --raw                # the trained weights of a --model-ema run (default: its EMA)
   mixkit-eval output/train/demo/model.safetensors --eps 0.1 --pgd-steps 20
   mixkit-eval --model resnet50 --checkpoint r50.pth --data-dir /data/imagenet --output r50-eval.json
   mixkit-eval output/train/cub --localization cub --data-dir CUB_200_2011
   mixkit-eval RUN --localization imagenet --data-dir /data/imagenet --boxes-dir /data/imagenet/val_boxes
   mixkit-eval output/train/placed --localization placed   # offline: Placed Fashion-MNIST
+  mixkit-eval output/train/demo --ood digits noise --ood-dir /data/notmnist --ood-scores msp energy odin
 
 Outputs (next to the weights unless --output/--diagram say otherwise): eval.json (eval_<weights>.json for
 other weight files) with top-1, top-5, NLL, ECE, the calibration bins and the FGSM / PGD accuracies, and
-reliability.png (800 x 800 px); with --localization also a 'localization' entry and localization.png.
+reliability.png (800 x 800 px); with --localization also a 'localization' entry and localization.png; with
+--ood / --ood-dir an 'ood' entry (set -> score -> auroc, fpr95, aupr_in, aupr_out, detection_error, as
+fractions) and a score histogram ood_<set>.png per set.
 Attacks are L-inf in pixel space [0, 1]: the model is wrapped so that it normalises its input with the
 run's mean and std, and epsilon is in pixels (8/255 ~ 0.0314)."""
 
@@ -59,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("run", nargs="?", type=Path,
                      help="mixkit-train run directory (holding args.yaml and model.safetensors), or a "
                           ".safetensors weights file inside one; omit it to evaluate --model")
-    src.add_argument("--ema", action="store_true", help="evaluate the run's model_ema.safetensors")
+    src.add_argument("--ema", action="store_true",
+                     help="score the run's EMA weights (model_ema.safetensors); the default for a run trained with "
+                          "--model-ema, whose training numbers are the EMA's (one rule: the numbers of a run are "
+                          "the EMA's when it keeps one)")
+    src.add_argument("--raw", action="store_true",
+                     help="score the run's trained weights (model.safetensors) even when it kept an EMA")
     src.add_argument("--model", help="timm model name, evaluated instead of a run (needs --checkpoint or --pretrained)")
     src.add_argument("--checkpoint", type=Path,
                      help="weights for --model (.safetensors, .pth or .pt, loaded by timm.create_model)")
@@ -101,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--no-attacks", action="store_true", help="skip FGSM and PGD")
     att.add_argument("--seed", type=int, default=0, help="seed of PGD's random start (default 0)")
     add_localization_args(p)
+    add_ood_args(p)
     out = p.add_argument_group("output")
     out.add_argument("--bins", type=int, default=DEFAULT_BINS,
                      help=f"equal-width confidence bins of the ECE (default {DEFAULT_BINS})")
@@ -131,8 +144,39 @@ def _parse_kwargs(items: Sequence[str]) -> dict[str, Any]:
     return kwargs
 
 
+def _run_weights(args: argparse.Namespace) -> tuple[bool, str, bool]:
+    """(score the EMA, why, whether that is the rule's choice) for a run directory. The rule of mixkit-train's
+    numbers: the EMA's when the run kept one; --raw / --ema choose otherwise."""
+    from ..rundir import EMA_WEIGHTS_FILE, load_run_args
+
+    if args.ema and args.raw:
+        raise ValueError("--ema and --raw exclude each other: --ema scores model_ema.safetensors, --raw model.safetensors")
+    rule_ema = bool(load_run_args(args.run).get("model_ema")) and (args.run / EMA_WEIGHTS_FILE).is_file()
+    if args.ema:
+        return True, "the run's EMA weights (--ema)", rule_ema
+    if args.raw:
+        return False, "the run's trained weights (--raw)", not rule_ema
+    if rule_ema:
+        return True, ("the run's EMA weights: it was trained with --model-ema and its training numbers are the "
+                      "EMA's (--raw scores model.safetensors)"), True
+    return False, "the run's trained weights (it kept no EMA)", True
+
+
+def _file_weights(path: Path) -> str:
+    """Which weights a .safetensors file holds: its mixkit metadata, else its name."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            kind = (f.metadata() or {}).get("weights")
+    except Exception:  # noqa: BLE001 (unreadable: create_model_from_run reports it)
+        kind = None
+    return kind or ("ema" if path.stem.endswith("_ema") else "raw")
+
+
 def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Path | None]:
-    """(model in eval mode, the settings it was trained with, the weights file or None)."""
+    """(model in eval mode, the settings it was trained with, the weights file or None). The settings' ``scored``
+    says which weights these are and why."""
     from .. import models  # noqa: F401  (registers mixkit's timm models)
     from ..rundir import EMA_WEIGHTS_FILE, WEIGHTS_FILE, create_model_from_run, create_model_from_weights
 
@@ -146,9 +190,17 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
         if args.run.is_file() and args.run.suffix != ".safetensors":
             raise ValueError(f"{args.run} is not a .safetensors file; for other checkpoints use "
                              "--model NAME --checkpoint FILE")
-        model, run_args = create_model_from_run(args.run, ema=args.ema, device=device)
-        weights = args.run if args.run.is_file() else args.run / (EMA_WEIGHTS_FILE if args.ema else WEIGHTS_FILE)
-        return model, dict(run_args), weights
+        if args.run.is_file():
+            if args.ema or args.raw:
+                raise ValueError(f"--ema/--raw choose a run directory's weights file; {args.run} is one file already")
+            ema, why, by_rule = _file_weights(args.run) == "ema", f"the weights of {args.run.name}", False
+        else:
+            ema, why, by_rule = _run_weights(args)
+        model, run_args = create_model_from_run(args.run, ema=ema, device=device)
+        weights = args.run if args.run.is_file() else args.run / (EMA_WEIGHTS_FILE if ema else WEIGHTS_FILE)
+        return model, {**run_args, "scored": {"weights": "ema" if ema else "raw", "why": why, "by_rule": by_rule}}, weights
+    if args.ema or args.raw:
+        raise ValueError("--ema/--raw choose the weights of a mixkit-train run directory; --model takes --checkpoint")
     if not args.model:
         raise ValueError("nothing to evaluate: pass a run directory, or --model NAME with --checkpoint FILE "
                          "(or --pretrained)")
@@ -161,9 +213,14 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[torch.n
     return model, settings, args.checkpoint
 
 
+def _dataset(args: argparse.Namespace, settings: dict[str, Any]) -> str:
+    # The evaluated dataset's name ('' for an ImageFolder under --data-dir / the run's data_dir).
+    return (args.dataset or classification_dataset(args.localization) or settings.get("dataset")
+            or "").lower().replace("-", "_")
+
+
 def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int, in_chans: int) -> EvalData:
-    dataset = (args.dataset or classification_dataset(args.localization) or settings.get("dataset")
-               or "").lower().replace("-", "_")
+    dataset = _dataset(args, settings)
     if dataset in (CUB, PLACED_DATASET):
         return _own_test_split(dataset, args, settings, img_size, in_chans)
     if dataset in (FASHION_MNIST, "torch/fashion_mnist", "torch/fashionmnist", "fashionmnist"):
@@ -222,11 +279,13 @@ def _own_test_split(dataset: str, args: argparse.Namespace, settings: dict[str, 
     return data if args.limit is None else _limited(data, args.limit, args.batch_size)
 
 
-def _default_output(weights: Path | None) -> Path:
+def _default_output(weights: Path | None, settings: dict[str, Any]) -> Path:
+    # eval.json holds a run's numbers by the rule (its EMA's when it kept one); other weights get their own name.
     if weights is None:
         raise ValueError("--model with --pretrained has no weights file to write next to: pass --output FILE.json")
     stem = weights.stem
-    return weights.parent / ("eval.json" if stem == "model" else f"eval_{stem}.json")
+    by_rule = (settings.get("scored") or {}).get("by_rule", False)
+    return weights.parent / ("eval.json" if stem == "model" or by_rule else f"eval_{stem}.json")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -242,9 +301,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         attack = AttackConfig(eps=args.eps, pgd_steps=args.pgd_steps, pgd_step_size=args.pgd_step_size,
                               random_start=not args.no_random_start, max_samples=args.attack_samples,
                               seed=args.seed)
+    want_ood = ood_requested(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, settings, weights = _load_model(args, device)
-    output = args.output or _default_output(weights)
+    output = args.output or _default_output(weights, settings)
     diagram = args.diagram or output.with_name(
         "reliability.png" if output.name == "eval.json" else f"reliability_{output.stem}.png")
     in_chans = int(settings["in_chans"])
@@ -257,13 +317,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       device=device, progress=not args.no_progress, total=data.num_batches, desc="mixkit-eval")
     elapsed = time.perf_counter() - start
     plot_reliability_diagram(result.bins, diagram, title=f"{settings['model']} on {data.source}")
+    scored = settings.get("scored") or {"weights": "given", "why": "the --checkpoint/--pretrained weights of --model"}
     report = {"model": settings["model"], "weights": str(weights) if weights else "pretrained",
+              "scored_weights": scored["weights"], "scored_weights_why": scored["why"],
               "run": str(args.run) if args.run else None, "data": data.source, "img_size": img_size,
               "mean": list(mean), "std": list(std), **result.to_dict(), "reliability_diagram": str(diagram),
               "device": str(device), "elapsed_s": elapsed, "torch": torch.__version__}
     if args.localization:
         report["localization"] = localization_report(args, model, settings, img_size=img_size, in_chans=in_chans,
                                                      mean=mean, std=std, device=device, output=output)
+    if want_ood:
+        report.update(ood_report(args, model, settings, data, img_size=img_size, in_chans=in_chans, mean=mean,
+                                 std=std, device=device, diagram=diagram, dataset=_dataset(args, settings)))
     write_json_atomic(output, report)
     report["output"] = str(output)
     return report
@@ -296,9 +361,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"at the threshold chosen on {loc['threshold_chosen_on']}, {loc['chosen_threshold']:.2f}: "
                  f"top-1 loc {loc['top1_loc']:.2f}%, GT-known loc {loc['gt_known_loc']:.2f}% "
                  f"({loc['num_test']} test images)")
+    print(f"weights: {report['scored_weights_why']} ({report['weights']})")
+    if report.get("ood"):
+        line += "\n" + format_ood_table(report["ood"])
     print(line)
-    figure = f" and {loc['figure']}" if loc else ""
-    print(f"wrote {report['output']} and {report['reliability_diagram']}{figure}")
+    figures = [report["reliability_diagram"], *([loc["figure"]] if loc else []),
+               *(entry["histogram"] for entry in report.get("ood", {}).values())]
+    print(f"wrote {report['output']} and {', '.join(figures)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Mixing methods behind timm's Mixup interface: mixup, CutMix, Manifold Mixup, AlignMixup and Co-Mixup, by name.
+"""Mixing methods behind timm's Mixup interface: mixup, CutMix, Manifold Mixup, AlignMixup, Co-Mixup, PuzzleMix and
+SaliencyMix, by name.
 
 ``mixup_fn = create_mixup(name, model=model, **kwargs)``; ``x, target = mixup_fn(x, target)``; every
 mixing function is a context manager (``with create_mixup(...) as mix:`` removes its hooks at the end).
@@ -20,6 +21,7 @@ from .factory import (
 from .feature_mix import FeatureMixupBase
 from .input_mix import InputMixup
 from .manifold import ManifoldMixup, manifold_mix_features
+from .puzzlemix import PuzzleMix, PuzzleMixDraw
 from .saliency import input_gradient
 from .saliencymix import SaliencyMix, SaliencyMixDraw
 from .targets import mix_inputs, soft_targets
@@ -35,6 +37,8 @@ __all__ = [
     "FeatureMixupBase",
     "InputMixup",
     "ManifoldMixup",
+    "PuzzleMix",
+    "PuzzleMixDraw",
     "SaliencyMix",
     "SaliencyMixDraw",
     "MixupBase",

@@ -142,6 +142,7 @@ register_mixup("manifold", "mixkit.mix.manifold:ManifoldMixup")
 register_mixup("alignmixup", "mixkit.mix.alignmixup:AlignMixup")
 register_mixup("alignmixup_ae", "mixkit.mix.alignmixup_ae:AlignMixupAE")
 register_mixup("comixup", "mixkit.mix.comixup:CoMixup")  # the authors' defaults are the class's
+register_mixup("puzzlemix", "mixkit.mix.puzzlemix:PuzzleMix")  # the authors' defaults are the class's
 register_mixup("saliencymix", "mixkit.mix.saliencymix:SaliencyMix")  # the authors' defaults are the class's
 # The authors' behaviour (shashankvkt/AlignMixup_CVPR22), difference by difference: their solver (raw
 # squared distances, eps 0.1, at most 100 log-domain iterations; every pair solved), their projection

@@ -27,8 +27,13 @@ __all__ = ["CheckpointError", "NonFiniteLossError", "ParseKwargs", "Run", "Train
 def _report(summary: dict[str, Any]) -> None:
     final = summary.get("final") or {}
     if final.get("eval_top1") is not None and summary.get("eval_samples") is not None:
+        weights = ("the EMA weights, model_ema.safetensors; mixkit-eval scores them too" if summary.get("eval_weights") == "ema"
+                   else "the trained weights, model.safetensors")
         print(f"{summary.get('eval_split') or 'evaluation'} top-1: {final['eval_top1']:.2f}%  "
-              f"(top-5 {final['eval_top5']:.2f}%, {summary['eval_samples']} samples)")
+              f"(top-5 {final['eval_top5']:.2f}%, {summary['eval_samples']} samples, {weights})")
+        best = summary.get("best")
+        if best:
+            print(f"best {best['metric']}: {best['value']:.4g} at epoch {best['epoch']} ({best['file']})")
     print(f"run directory: {summary['run_dir']}")
 
 

@@ -16,6 +16,8 @@ from mixkit.data.imagefolder import DEFAULT_VALIDATE, VALIDATE_HELP, VALIDATE_MO
 from mixkit.mix import list_mixups, mixup_preset
 from mixkit.timm_compat import is_mixup_method, mixup_arg
 
+from .best import EVAL_METRICS
+
 __all__ = ["ParseKwargs", "args_to_yaml_dict", "build_parser", "parse_args"]
 
 
@@ -33,7 +35,7 @@ class ParseKwargs(argparse.Action):
                 continue
             if "=" not in token:
                 parser.error(f"{option_string} takes key=value pairs, got {token!r} (e.g. {option_string} "
-                             "input_prob=0.5 solver=pot)")
+                             "input_prob=0.5 direction=to_a)")
             key, value = token.split("=", 1)
             try:
                 kw[key] = ast.literal_eval(value)
@@ -188,7 +190,7 @@ def _add_augmentation(parser: argparse.ArgumentParser) -> None:
                    help="timm's mixup alpha (mixing on when > 0; timm's Mixup), or a mixkit method name "
                         f"({', '.join(list_mixups())}) built with mixkit.create_mixup; default: 0")
     g.add_argument("--mixup-kwargs", nargs="*", default={}, action=ParseKwargs, metavar="KEY=VALUE",
-                   help="settings of the --mixup method, e.g. input_prob=0.5 solver=pot eps=0.05 mixup_alpha=2.0")
+                   help="settings of the --mixup method, e.g. input_prob=0.5 direction=to_a mixup_alpha=2.0 (docs/mixing.md lists each method's)")
     g.add_argument("--cutmix", type=float, default=0.0,
                    help="cutmix alpha, on when > 0 (default: 0; must stay 0 with the methods that do not cut, "
                         "e.g. manifold and alignmixup)")
@@ -224,6 +226,13 @@ def _add_timm_augment(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--remode", default="pixel",
                    help="random-erasing fill: const, rand or pixel (default: pixel, as timm's train.py)")
     g.add_argument("--recount", type=int, default=1, help="random-erasing regions per image (default: 1)")
+    g.add_argument("--aug-splits", type=int, default=0, metavar="N",
+                   help="timm's augmentation splits: 0 (off) or N >= 2, each image seen clean and N-1 times augmented "
+                        "(timm's AugMixDataset; with --aa augmix-m5-w4-d2 and --jsd-loss timm's AugMix recipe); the "
+                        "batch holds N * -b images. Not with mixing (--mixup/--cutmix: timm's train.py refuses the "
+                        "pair too); --loader torch on an ImageFolder only (default: 0)")
+    g.add_argument("--resplit", action="store_true", default=False,
+                   help="random erasing (--reprob) spares the first, clean split (needs --aug-splits)")
 
 
 def _add_loss(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +244,10 @@ def _add_loss(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bce-target-thresh", type=float, default=None,
                    help="binarise the soft BCE targets at this threshold (default: off)")
     g.add_argument("--bce-pos-weight", type=float, default=None, help="BCE weight of the positive class")
+    g.add_argument("--jsd-loss", action="store_true", default=False,
+                   help="timm's JsdCrossEntropy: cross-entropy on the clean split plus the Jensen-Shannon consistency "
+                        "of all --aug-splits views (smoothing: --smoothing); needs --aug-splits >= 2, no mixing, "
+                        "not with --bce-loss")
 
 
 def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
@@ -244,6 +257,10 @@ def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--grad-checkpointing", action="store_true", default=False,
                    help="model.set_grad_checkpointing(): recompute blocks in backward to save memory; refused with "
                         "feature-space mixing (timm's checkpointing bypasses the hooked stage modules)")
+    g.add_argument("--split-bn", action="store_true", default=False,
+                   help="timm's convert_splitbn_model: BatchNorm statistics of their own for each augmented split; "
+                        "the clean split's are the model's (evaluation and the exported weights use them); needs "
+                        "--aug-splits >= 2, not with --sync-bn")
     g.add_argument("--sync-bn", action="store_true", default=False,
                    help="SyncBatchNorm across processes (timm's convert_sync_batchnorm; --dist-bn is then not "
                         "needed and skipped); with one process there is nothing to synchronise and BatchNorm is kept")
@@ -252,10 +269,13 @@ def _add_model_regularization(parser: argparse.ArgumentParser) -> None:
 def _add_ema(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Model EMA")
     g.add_argument("--model-ema", action="store_true", default=False,
-                   help="keep an exponential moving average of the weights (timm's ModelEmaV3); evaluation "
-                        "reports the EMA model, as timm does")
+                   help="keep an exponential moving average of the weights (timm's ModelEmaV3): every number of "
+                        "the run is then the EMA's (as timm; the epoch lines say so), model_best.safetensors holds it, "
+                        "and mixkit-eval RUN scores model_ema.safetensors unless --raw")
     g.add_argument("--model-ema-decay", type=float, default=0.9998, help="EMA decay (default: 0.9998)")
-    g.add_argument("--model-ema-warmup", action="store_true", default=False, help="EMA decay warm-up")
+    g.add_argument("--model-ema-warmup", action="store_true", default=False,
+                   help="ramp the EMA decay up from 0 (timm's ModelEmaV3 use_warmup): without it a short run's EMA "
+                        "keeps decay^updates of the random start (0.9998^4400 ~ 41%%)")
 
 
 def _add_misc(parser: argparse.ArgumentParser) -> None:
@@ -279,7 +299,10 @@ def _add_misc(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dist-bn", default="reduce",
                    help="BatchNorm statistics across processes at each epoch end: reduce (average), broadcast "
                         "(rank 0's) or '' (leave them; default: reduce)")
-    g.add_argument("--eval-metric", default="top1", help="metric for the plateau schedule (default: top1)")
+    g.add_argument("--eval-metric", default="top1", choices=sorted(EVAL_METRICS),
+                   help="evaluation metric that picks the best epoch, kept as model_best.safetensors (its metric "
+                        "and epoch in summary.json's 'best'), and drives the plateau schedule: top1 or top5 "
+                        "(higher is better) or loss (lower is better), as timm's train.py (default: top1)")
     g.add_argument("--torchcompile", nargs="?", type=str, default=None, const="inductor",
                    help="torch.compile the model with this backend (default: off)")
     g.add_argument("--no-progress", action="store_true", default=False,
@@ -419,7 +442,7 @@ RESUME_FIXED = ("model", "model_kwargs", "num_classes", "in_chans", "batch_size"
                 # it recomputes the same values; not --sync-bn: it follows the number of processes).
                 "aa", "color_jitter", "color_jitter_prob", "grayscale_prob", "gaussian_blur_prob", "reprob",
                 "remode", "recount", "bce_loss", "bce_sum", "bce_target_thresh", "bce_pos_weight", "drop",
-                "drop_path", "drop_block")
+                "drop_path", "drop_block", "aug_splits", "resplit", "jsd_loss", "split_bn")
 
 
 def _resumed_run_args(resume: str, parser: argparse.ArgumentParser) -> dict[str, Any]:

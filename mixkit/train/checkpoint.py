@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,13 @@ class CheckpointManager:
         self.accelerator = accelerator
         self.keep = keep
 
-    def save(self, *, epoch: int, batch: int, train_state: dict[str, Any], meta: dict[str, Any]) -> Path:
-        """Writes the checkpoint that continues at (epoch, batch); every rank calls this."""
+    def save(self, *, epoch: int, batch: int, train_state: dict[str, Any], meta: dict[str, Any],
+             files: Mapping[str, Path] | None = None) -> Path:
+        """Writes the checkpoint that continues at (epoch, batch); every rank calls this.
+
+        ``files``: run files the checkpoint keeps as they are now (name in the checkpoint -> file; hard-linked
+        by the main process: the best weights of the time, which a later epoch may replace in the run).
+        """
         acc = self.accelerator
         name = checkpoint_name(epoch, batch)
         final, tmp = self.dir / name, self.dir / f".tmp-{name}"
@@ -129,6 +135,10 @@ class CheckpointManager:
         torch.save(train_state, tmp / f"train_state_{acc.process_index}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
+            from .best import link_or_copy
+
+            for name, src in (files or {}).items():
+                link_or_copy(Path(src), tmp / name)
             with open(tmp / MARKER, "w") as f:
                 json.dump({**meta, "epoch": epoch, "batch": batch, "world_size": acc.num_processes}, f, indent=1)
                 f.flush()

@@ -169,7 +169,7 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
                       seed=args.seed, channels_last=args.channels_last, classes=FashionMNIST.classes)
         train = create_loader("memory", (train_ds.images, train_ds.labels), batch_size=args.batch_size,
                               is_training=True, img_size=img_size, hflip=args.hflip, augment=timm_augment(args),
-                              **shared)
+                              aug_splits=args.aug_splits, **shared)
         val = None
         if spec.eval_source is not None and with_eval:
             test_ds = cls(root=spec.eval_source, train=False)
@@ -194,7 +194,8 @@ def build_loaders(args, spec: DataSpec, *, img_size: int, mean: Sequence[float],
         train_source, eval_source = cub_index(records, True), cub_index(records, False) if eval_source else None
     train = create_loader(args.loader, train_source, batch_size=args.batch_size, is_training=True,
                           img_size=img_size, scale=tuple(args.scale), ratio=tuple(args.ratio), hflip=args.hflip,
-                          augment=timm_augment(args), **common, **extra)
+                          augment=timm_augment(args), aug_splits=args.aug_splits, re_split=args.resplit,
+                          **common, **extra)
     val = None
     if spec.eval_source is not None and with_eval:
         val = create_loader(args.loader, eval_source, batch_size=eval_bs, is_training=False,

@@ -18,9 +18,11 @@ import torch
 
 from ..mix import MixupBase
 from ..mix.parts import part_parameters, sync_part_gradients
+from .best import BEST_WEIGHTS_FILE, improves
 from .checkpoint import CheckpointError, get_rng_state, set_rng_state
 from .data import build_loaders, eval_split_name, progressive_size
 from .evaluate import evaluate
+from .export import CONFIG_FILE, mixkit_revision, weights_metadata, write_timm_config
 from .progress import EpochProgress
 from .setup import Run, build_mixup, method_state, setup, validate_args
 from .summary import write_summary
@@ -75,8 +77,10 @@ def save_checkpoint(run: Run, epoch: int, batch: int) -> None:
         weights_sha256=weights_digest(run.unwrapped), params_sha256=weights_digest(run.unwrapped, params_only=True),
         parts_sha256={name: weights_digest(part) for name, part in run.parts.items()},
         train_shard=torch.as_tensor(getattr(run.train_loader, "indices", []), dtype=torch.int64))
+    best = run.run_dir / BEST_WEIGHTS_FILE
     run.last_ckpt = run.ckpts.save(epoch=epoch, batch=batch, train_state=train_state,
-                                   meta={"num_updates": state.num_updates, "sched_kwargs": run.sched_kwargs})
+                                   meta={"num_updates": state.num_updates, "sched_kwargs": run.sched_kwargs},
+                                   files={BEST_WEIGHTS_FILE: best} if state.best is not None else None)
 
 
 def _optimizer_update(run: Run) -> None:
@@ -175,9 +179,11 @@ def train_one_epoch(run: Run, epoch: int) -> float:
                 shown[run.extra_loss_name] = float((state.extra_sum / max(state.extra_count, 1)).item())
             bar.show(lr=run.optimizer.param_groups[0]["lr"], **shown)
         if accelerator.trackers and (batch_idx + 1) % log_interval == 0:
-            # Per-step points for Accelerate's trackers: the epoch's running mean loss so far and the lr.
+            # Per-step points for Accelerate's trackers: the epoch's running mean loss so far, the lr, and the
+            # throughput of the last --log-interval batches (images/s of all processes, data loading included).
             accelerator.log({"train/loss": float((state.loss_sum / max(state.loss_count, 1)).item()),
-                             "train/lr": run.optimizer.param_groups[0]["lr"]}, step=state.num_updates)
+                             "train/lr": run.optimizer.param_groups[0]["lr"],
+                             "train/images_per_s": bar.interval_images_per_s()}, step=state.num_updates)
         since_ckpt += 1
         if (args.checkpoint_steps and need_update and since_ckpt >= args.checkpoint_steps
                 and batch_idx + 1 < n_batches):
@@ -196,8 +202,15 @@ def _epoch_mean(run: Run, total: torch.Tensor, count: int, *, empty: float | Non
     return total / count if count else empty
 
 
+def scored_weights(run: Run) -> str:
+    """Which weights a run's evaluation scores: ``ema`` with ``--model-ema`` (timm's rule), else ``raw``. The same
+    rule everywhere: the epoch lines, summary.json, model_best.safetensors, and mixkit-eval's default."""
+    return "ema" if run.model_ema is not None else "raw"
+
+
 def evaluate_epoch(run: Run) -> dict[str, Any]:
-    """The evaluation of the epoch's weights: the EMA's when there is one, as timm does."""
+    """The evaluation of the epoch's weights: the EMA's when there is one, as timm does (the raw weights'
+    top-1 is kept beside it as ``raw_top1``); ``weights`` says which were scored."""
     from timm.utils import distribute_bn
 
     args = run.args
@@ -206,11 +219,31 @@ def evaluate_epoch(run: Run) -> dict[str, Any]:
         distribute_bn(run.model, run.world, reduce=args.dist_bn == "reduce")
     if run.eval_loader is None:
         return {}
-    metrics = evaluate(run.model, run.eval_loader, run.accelerator, hflip_tta=args.eval_hflip_tta)
+    metrics = {**evaluate(run.model, run.eval_loader, run.accelerator, hflip_tta=args.eval_hflip_tta),
+               "weights": "raw"}
     if run.model_ema is not None:
+        raw_top1 = metrics["top1"]
         metrics = {**evaluate(run.model_ema.module, run.eval_loader, run.accelerator, hflip_tta=args.eval_hflip_tta),
-                   "model": "ema"}
+                   "weights": "ema", "raw_top1": raw_top1}
     return metrics
+
+
+def update_best(run: Run, epoch: int, eval_metrics: dict[str, Any]) -> bool:
+    """Keeps the epoch's evaluated weights as model_best.safetensors when they beat the best by --eval-metric."""
+    from ..rundir import save_model_safetensors
+
+    metric = run.args.eval_metric
+    value = eval_metrics.get(metric)
+    if not improves(metric, value, run.state.best):
+        return False
+    weights = eval_metrics["weights"]
+    run.state.best = {"metric": metric, "value": float(value), "epoch": epoch, "weights": weights}
+    if run.accelerator.is_main_process:
+        module = run.model_ema.module if weights == "ema" else run.unwrapped
+        save_model_safetensors(module, run.run_dir / BEST_WEIGHTS_FILE,
+                               metadata=weights_metadata(run.args, weights=weights, epoch=epoch,
+                                                         eval_metric=metric, eval_value=float(value)))
+    return True
 
 
 def end_epoch(run: Run, epoch: int, train_loss: float, eval_metrics: dict[str, Any]) -> None:
@@ -226,8 +259,15 @@ def end_epoch(run: Run, epoch: int, train_loss: float, eval_metrics: dict[str, A
         extra = row[run.extra_loss_name] = _epoch_mean(run, run.state.extra_sum, run.state.extra_count, empty=None)
         line += f" {run.extra_loss_name} {'-' if extra is None else f'{extra:.4f}'}"
     if eval_metrics:
+        row["eval_weights"] = eval_metrics["weights"]
+        if "raw_top1" in eval_metrics:
+            row["eval_top1_raw"] = eval_metrics["raw_top1"]
+        scored = ("EMA weights; raw weights top1 " f"{eval_metrics['raw_top1']:.2f}"
+                  if eval_metrics["weights"] == "ema" else "raw weights")
         line += (f" eval_loss {eval_metrics['loss']:.4f} top1 {eval_metrics['top1']:.2f} "
-                 f"top5 {eval_metrics['top5']:.2f} ({eval_metrics['samples']} samples)")
+                 f"top5 {eval_metrics['top5']:.2f} ({eval_metrics['samples']} samples, {scored})")
+        if update_best(run, epoch, eval_metrics):
+            line += f" best {args.eval_metric}"
     accelerator.print(line)
     if accelerator.is_main_process:
         run.rows.append(row)
@@ -251,14 +291,36 @@ def finish(run: Run, elapsed: float, cpu_seconds: float, eval_metrics: dict[str,
                "train_seconds": elapsed, "images_per_second": run.images_seen / elapsed if elapsed > 0 else None,
                "process_cpu_seconds": cpu_seconds, "mixed_precision": accelerator.mixed_precision,
                "global_batch_size": args.batch_size * run.world * args.grad_accum_steps}
+    if run.eval_loader is not None:
+        # One rule for every number of the run: the EMA's weights when it keeps one (timm's), else the raw ones.
+        summary["eval_weights"] = scored_weights(run)
+        summary["best"] = run.state.best and {**run.state.best, "file": BEST_WEIGHTS_FILE}
     if accelerator.is_main_process:
-        save_model_safetensors(run.unwrapped, run.run_dir / "model.safetensors")
+        def meta(weights: str) -> dict[str, str]:
+            return weights_metadata(args, weights=weights, epoch=run.num_epochs - 1)
+
+        save_model_safetensors(run.unwrapped, run.run_dir / "model.safetensors", metadata=meta("raw"))
         if run.model_ema is not None:
-            save_model_safetensors(run.model_ema.module, run.run_dir / "model_ema.safetensors")
+            save_model_safetensors(run.model_ema.module, run.run_dir / "model_ema.safetensors", metadata=meta("ema"))
         for name, part in run.parts.items():  # beside the classifier, never inside its state dict
-            save_model_safetensors(part, run.run_dir / f"{name}.safetensors")
+            save_model_safetensors(part, run.run_dir / f"{name}.safetensors", metadata=meta("raw"))
             if name in run.part_emas:
-                save_model_safetensors(run.part_emas[name].module, run.run_dir / f"{name}_ema.safetensors")
+                save_model_safetensors(run.part_emas[name].module, run.run_dir / f"{name}_ema.safetensors",
+                                       metadata=meta("ema"))
+        r = run.resolved
+        if not getattr(run.unwrapped, "pretrained_cfg", None):
+            # A model registered with timm but not built by its build_model_with_cfg has no pretrained_cfg for
+            # timm's config.json; the weights are written all the same.
+            accelerator.print(f"{CONFIG_FILE} not written: {args.model} has no timm pretrained_cfg (not built by "
+                              "timm's build_model_with_cfg); load model.safetensors with mixkit.rundir.create_model_from_run")
+        else:  # timm's config.json of model.safetensors: timm.create_model("local-dir:<run>", pretrained=True).
+            write_timm_config(run.unwrapped, run.run_dir / CONFIG_FILE, in_chans=r["in_chans"],
+                              img_size=r["img_size"],
+                              model_args={**r["model_kwargs"], "num_classes": r["num_classes"],
+                                          "in_chans": r["in_chans"], **({"global_pool": args.gp} if args.gp else {})},
+                              mean=r["mean"], std=r["std"], crop_pct=r["crop_pct"],
+                              interpolation=args.interpolation or "bilinear", label_names=r["classes"],
+                              extra={"mixkit": {"method": str(args.mixup), "revision": mixkit_revision()}})
         write_summary(run.run_dir, run.rows, {k: v for k, v in summary.items() if k != "final"}, run.columns)
     # train() calls end_training() (trackers closed, process group destroyed) after this barrier.
     accelerator.wait_for_everyone()

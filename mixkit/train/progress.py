@@ -34,6 +34,7 @@ class EpochProgress:
         self.compute_s = 0.0
         self.images = 0
         self._t = time.perf_counter()
+        self._mark = (0.0, 0)  # (data + compute seconds, images) at the last interval_images_per_s()
         self.bar = tqdm(total=total, initial=start, desc=self.label, disable=not (enabled and self.interactive),
                         dynamic_ncols=True, leave=True, mininterval=0.5)
 
@@ -54,6 +55,12 @@ class EpochProgress:
     def images_per_s(self) -> float:
         total = self.data_s + self.compute_s
         return self.images / total if total > 0 else 0.0
+
+    def interval_images_per_s(self) -> float:
+        """Images per second (all processes) since the previous call, or since the epoch (part) started."""
+        seconds, images = self.data_s + self.compute_s, self.images
+        (s0, i0), self._mark = self._mark, (seconds, images)
+        return (images - i0) / (seconds - s0) if seconds > s0 else 0.0
 
     @property
     def data_share(self) -> float:

@@ -24,11 +24,12 @@ from ..mix import MixupBase
 from ..mix.parts import add_part_param_groups, broadcast_parts
 from ..timm_compat import check_timm_mixup, create_timm_mixup, mixup_active, timm_mixup_args
 from .args import args_to_yaml_dict
+from .best import restore_best
 from .checkpoint import CheckpointManager, find_checkpoint, list_checkpoints
 from .data import DataSpec, build_loaders, eval_split_name, progressive_size, resolve_data_spec
 from .state import TrainState
 from .summary import read_summary, summary_columns
-from .tracking import resolve_log_with
+from .tracking import resolve_log_with, tracker_init_kwargs
 
 __all__ = ["Run", "build_mixup", "check_grad_checkpointing", "convert_sync_bn", "create_train_loss",
            "load_method_state", "method_state", "resolve_lr", "setup", "validate_args"]
@@ -50,6 +51,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.amp_dtype not in ("float16", "bfloat16"):
         raise ValueError(f"--amp-dtype must be float16 or bfloat16, got {args.amp_dtype!r}")
     check_timm_mixup(timm_mixup_args(args, num_classes=args.num_classes or 1000), args.mixup_kwargs)
+    _check_aug_splits(args)
     for flag, values in (("--scale", args.scale), ("--ratio", args.ratio)):
         if len(values) != 2:
             raise ValueError(f"{flag} takes two numbers (low high), got {' '.join(map(str, values))}")
@@ -69,6 +71,34 @@ def validate_args(args: argparse.Namespace) -> None:
     opt = args.opt.lower().split("_")[-1]
     if opt not in list_optimizers() and opt not in ("sgd", "nesterov", "momentum"):
         raise ValueError(f"unknown --opt {args.opt!r}: timm knows {', '.join(list_optimizers())}")
+
+
+def _check_aug_splits(args: argparse.Namespace) -> None:
+    """timm's rules for --aug-splits, --jsd-loss, --split-bn and --resplit (train.py's asserts, as messages), and
+    no mixing with splits: timm's train.py refuses mixup with splits (its collate cannot de-interleave them), and
+    a mix of views of one image would mix across splits that JSD and split BatchNorm tell apart."""
+    splits = args.aug_splits
+    if splits < 0 or splits == 1:
+        raise ValueError(f"--aug-splits is 0 (off) or >= 2 (a clean split and augmented ones), got {splits}")
+    if splits and mixup_active(timm_mixup_args(args, num_classes=args.num_classes or 1000)):
+        raise ValueError(f"--aug-splits {splits} does not combine with mixing (--mixup {args.mixup}, --cutmix "
+                         f"{args.cutmix}): timm's train.py refuses the pair too. Drop the mixing, or --aug-splits "
+                         "(and --jsd-loss / --split-bn)")
+    if args.jsd_loss and splits < 2:
+        raise ValueError("--jsd-loss compares the augmentation splits: add --aug-splits 3 (e.g. with --aa "
+                         "augmix-m5-w4-d2, timm's AugMix recipe), or drop it")
+    if args.jsd_loss and args.bce_loss:
+        raise ValueError("--jsd-loss and --bce-loss are two training losses: choose one (timm's train.py uses JSD)")
+    if args.split_bn and splits < 2:
+        raise ValueError("--split-bn keeps BatchNorm statistics per augmentation split: add --aug-splits >= 2, or "
+                         "drop it")
+    if args.split_bn and args.sync_bn:
+        raise ValueError("--split-bn and --sync-bn exclude each other (timm's train.py asserts the same): drop one")
+    if args.resplit and splits < 2:
+        raise ValueError("--resplit spares the clean augmentation split from random erasing: add --aug-splits >= 2, "
+                         "or drop it")
+    if args.resplit and not args.reprob:
+        raise ValueError("--resplit changes random erasing, which is off: add --reprob (e.g. 0.25), or drop it")
 
 
 def build_mixup(args: argparse.Namespace, model: nn.Module, num_classes: int) -> Any:
@@ -148,6 +178,10 @@ def create_train_loss(args: argparse.Namespace, mixing: bool) -> nn.Module:
     from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
     bce = dict(target_threshold=args.bce_target_thresh, sum_classes=args.bce_sum, pos_weight=args.bce_pos_weight)
+    if args.jsd_loss:  # validate_args: only with --aug-splits, without mixing and BCE
+        from timm.loss import JsdCrossEntropy
+
+        return JsdCrossEntropy(num_splits=args.aug_splits, smoothing=args.smoothing)
     if mixing:  # the mixing function's soft targets carry the label smoothing already
         return BinaryCrossEntropy(**bce) if args.bce_loss else SoftTargetCrossEntropy()
     if args.smoothing:
@@ -292,6 +326,10 @@ def setup(args: argparse.Namespace) -> Run:
     if spec.num_classes and num_classes < spec.num_classes:
         raise ValueError(f"--num-classes {num_classes} is fewer than the {spec.num_classes} classes of the data")
     model = _create_model(args, num_classes, in_chans)
+    if args.split_bn:  # as timm's train.py: right after create_model, one BatchNorm per augmentation split
+        from timm.layers import convert_splitbn_model
+
+        model = convert_splitbn_model(model, args.aug_splits)
     mixup_fn = build_mixup(args, model, num_classes)  # hooks go on the unwrapped model, before DDP/compile
     check_grad_checkpointing(args, model)
     parts = mixup_fn.extra_modules() if isinstance(mixup_fn, MixupBase) else {}
@@ -304,6 +342,8 @@ def setup(args: argparse.Namespace) -> Run:
     if len(mean) != in_chans or len(std) != in_chans:
         raise ValueError(f"mean {mean} / std {std} must have {in_chans} values (one per input channel): "
                          "pass --mean/--std")
+    if hasattr(mixup_fn, "set_input_normalization"):  # methods reading pixel values (PuzzleMix)
+        mixup_fn.set_input_normalization(mean, std)
     crop_pct = args.crop_pct or cfg.get("crop_pct", 0.875)
     loader_kw = dict(mean=mean, std=std, crop_pct=crop_pct, interpolation=args.interpolation, rank=rank,
                      world_size=world, device=accelerator.device)
@@ -383,6 +423,9 @@ def setup(args: argparse.Namespace) -> Run:
         saved, meta = ckpts.load(resume_ckpt)
         state, resume_rng = TrainState.from_checkpoint(saved, accelerator.device)
         load_method_state(mixup_fn, state.mixup)
+        if accelerator.is_main_process and state.best is not None:
+            # The best of the checkpoint's time: a later epoch of an abandoned continuation may have replaced it.
+            restore_best(resume_ckpt, run_dir)
         saved_sched = meta.get("sched_kwargs", {})
         if any(saved_sched.get(k) != v for k, v in sched_kwargs.items() if k in saved_sched):
             # The schedule was changed on the command line (e.g. more --epochs): follow the new one.
@@ -413,7 +456,8 @@ def setup(args: argparse.Namespace) -> Run:
     if log_with:
         accelerator.project_configuration.set_directories(str(run_dir))  # trackers write inside the run
         accelerator.init_trackers(run_dir.name, config={k: v for k, v in resolved.items()
-                                                        if isinstance(v, (int, float, str, bool))})
+                                                        if isinstance(v, (int, float, str, bool))},
+                                  init_kwargs=tracker_init_kwargs(log_with, run_dir))
     return run
 
 

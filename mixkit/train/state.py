@@ -32,6 +32,8 @@ class TrainState:
             out of a step, AlignMixup/AE in its input-mixup branch), so its logged mean is over those.
         epoch_rng: Every RNG state at the start of ``epoch`` (None until the epoch starts).
         mixup: The mixing method's ``state_dict()``.
+        best: The best evaluation so far by ``--eval-metric`` (``metric``, ``value``, ``epoch``, ``weights``), or
+            None (no evaluation yet, or none at all); its weights are ``model_best.safetensors``.
     """
 
     epoch: int = 0
@@ -43,6 +45,7 @@ class TrainState:
     extra_count: int = 0
     epoch_rng: dict[str, Any] | None = None
     mixup: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] | None = None
 
     def reset_epoch_loss(self) -> None:
         self.loss_sum.zero_()
@@ -55,14 +58,14 @@ class TrainState:
         return {"epoch": self.epoch, "batch": self.batch, "num_updates": self.num_updates,
                 "loss_sum": float(self.loss_sum.item()), "extra_sum": float(self.extra_sum.item()),
                 "loss_count": self.loss_count, "extra_count": self.extra_count, "rng": get_rng_state(), "epoch_rng": self.epoch_rng,
-                "mixup": dict(self.mixup), **extra}
+                "mixup": dict(self.mixup), "best": dict(self.best) if self.best else None, **extra}
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any], device: torch.device) -> tuple[TrainState, dict[str, Any]]:
         """The state and the RNG states to restore once the skipped batches are replayed."""
         state = cls(epoch=int(saved["epoch"]), batch=int(saved["batch"]), num_updates=int(saved["num_updates"]),
                     loss_count=int(saved["loss_count"]), extra_count=int(saved.get("extra_count", 0)), epoch_rng=saved["epoch_rng"],
-                    mixup=dict(saved.get("mixup", {})))
+                    mixup=dict(saved.get("mixup", {})), best=saved.get("best"))
         state.loss_sum = torch.tensor(float(saved["loss_sum"]), dtype=torch.float64, device=device)
         state.extra_sum = torch.tensor(float(saved.get("extra_sum", 0.0)), dtype=torch.float64, device=device)
         return state, saved["rng"]

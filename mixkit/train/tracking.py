@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
+from typing import Any
 
-__all__ = ["TRACKERS", "resolve_log_with"]
+__all__ = ["TRACKERS", "resolve_log_with", "tracker_init_kwargs"]
 
 # Tracker name -> (module to import, pip package that provides it).
 TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
@@ -42,3 +44,16 @@ def resolve_log_with(value: str, log_wandb: bool = False) -> list[str]:
     if "wandb" in chosen:
         os.environ.setdefault("WANDB_MODE", "offline")
     return list(dict.fromkeys(chosen))
+
+
+def tracker_init_kwargs(names: list[str], run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``init_trackers``' keywords that put each tracker's files inside the run directory: Accelerate gives its
+    logging directory to TensorBoard only, so wandb would write ``./wandb`` and mlflow ``./mlruns`` in the working
+    directory. An ``MLFLOW_TRACKING_URI`` the user set is kept."""
+    kwargs: dict[str, dict[str, Any]] = {}
+    if "wandb" in names:
+        kwargs["wandb"] = {"dir": str(run_dir)}
+    if "mlflow" in names:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", (Path(run_dir).resolve() / "mlruns").as_uri())
+        kwargs["mlflow"] = {"logging_dir": str(Path(run_dir) / "mlruns")}
+    return kwargs
