@@ -254,6 +254,116 @@ def describe_machine(record: dict[str, Any]) -> str:
             f"{record.get('loadavg_1min_before')} before, {record.get('loadavg_1min_after')} after")
 
 
+def uptime_load() -> str:
+    """The 1-, 5- and 15-minute load averages as ``uptime`` prints them ('' where /proc is absent)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return ""
+
+
+def git_state() -> dict[str, Any]:
+    """The checkout's commit and whether ``mixkit/`` has uncommitted changes ({} outside a git checkout)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "mixkit"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": head, "mixkit_uncommitted_changes": bool(dirty)}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Studies over seeds: subsets, per-method statistics and paired differences
+
+
+def balanced_subset(labels: torch.Tensor, size: int, *, seed: int) -> torch.Tensor:
+    """Indices of ``size`` samples, the same number from every class (seeded), in a seeded order.
+
+    Raises:
+        ValueError: ``size`` is smaller than the number of classes, or a class has too few samples.
+    """
+    classes = labels.unique()
+    per_class = size // len(classes)
+    if per_class < 1:
+        raise ValueError(f"a class-balanced subset of {size} images needs at least {len(classes)}")
+    g = torch.Generator().manual_seed(seed)
+    picks = []
+    for c in classes:
+        idx = (labels == c).nonzero().flatten()
+        if len(idx) < per_class:
+            raise ValueError(f"class {int(c)} has {len(idx)} images, fewer than the {per_class} requested")
+        picks.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    picks = torch.cat(picks)
+    return picks[torch.randperm(len(picks), generator=g)]
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    import statistics
+
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def per_method_stats(runs: list[dict[str, Any]], methods: list[str], metrics: list[str]) -> dict[str, Any]:
+    """Mean, sample std and the values over seeds of each metric, per method.
+
+    Args:
+        runs: Records with ``method``, ``seed`` and ``metrics`` (name to number; a missing or None metric is
+            left out of that metric's statistics).
+        methods: Methods in report order (those without runs are left out).
+        metrics: Metric names.
+
+    Returns:
+        ``{method: {"n": runs, "seeds": [...], metric: {"mean", "std", "values", "seeds"}}}``.
+    """
+    stats: dict[str, Any] = {}
+    for m in methods:
+        rs = sorted((r for r in runs if r["method"] == m), key=lambda r: r["seed"])
+        if not rs:
+            continue
+        stats[m] = {"n": len(rs), "seeds": [r["seed"] for r in rs]}
+        for k in metrics:
+            have = [r for r in rs if r["metrics"].get(k) is not None]
+            if have:
+                vals = [r["metrics"][k] for r in have]
+                stats[m][k] = {**_mean_std(vals), "values": vals, "seeds": [r["seed"] for r in have]}
+    return stats
+
+
+def paired_deltas(runs: list[dict[str, Any]], methods: list[str], higher_is_better: dict[str, bool], *,
+                  reference: str) -> dict[str, Any]:
+    """``reference`` minus every other method, seed by seed (same seed: same initial weights and data order).
+
+    Returns:
+        ``{method: {metric: {"seeds", "diffs", "mean", "std", "wins"}}}`` over the seeds both methods have
+        the metric for; ``wins`` counts the seeds where the reference is better (higher, or lower where
+        ``higher_is_better`` says False). Empty when the reference has no runs.
+    """
+    ref = {r["seed"]: r["metrics"] for r in runs if r["method"] == reference}
+    out: dict[str, Any] = {}
+    if not ref:
+        return out
+    for m in methods:
+        other = {r["seed"]: r["metrics"] for r in runs if r["method"] == m}
+        if m == reference or not other:
+            continue
+        out[m] = {}
+        for k, higher in higher_is_better.items():
+            seeds = sorted(s for s in set(ref) & set(other)
+                           if ref[s].get(k) is not None and other[s].get(k) is not None)
+            if not seeds:
+                continue
+            diffs = [ref[s][k] - other[s][k] for s in seeds]
+            wins = sum((d > 0) if higher else (d < 0) for d in diffs)
+            out[m][k] = {"seeds": seeds, "diffs": diffs, **_mean_std(diffs), "wins": wins}
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------
 # Counting dispatched ops and host syncs (the GPU-free proxy of issue 11)
 #

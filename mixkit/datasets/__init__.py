@@ -2,7 +2,7 @@
 with their boxes, and a reader of CUB-200-2011's layout."""
 
 from .cub import CUB_FILES, CUBRecords, cub_index, read_cub
-from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, read_idx
+from .fashion_mnist import DEFAULT_FASHION_MNIST_ROOT, FashionMNIST, read_idx, write_idx
 from .placed import PLACED_FASHION_MNIST_MEAN, PLACED_FASHION_MNIST_STD, PlacedConfig, PlacedFashionMNIST
 
 __all__ = [
@@ -17,4 +17,5 @@ __all__ = [
     "cub_index",
     "read_cub",
     "read_idx",
+    "write_idx",
 ]

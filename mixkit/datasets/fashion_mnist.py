@@ -44,6 +44,37 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(payload, dtype=dtype).reshape(shape)
 
 
+_IDX_CODES = {np.dtype(v).str.lstrip("|"): k for k, v in _IDX_DTYPES.items()}
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write an array as an IDX file, gzip-compressed when ``path`` ends in ``.gz`` (the inverse of ``read_idx``).
+
+    Written atomically (a temporary file beside ``path``, then a rename), so a reader never sees half a file.
+
+    Args:
+        path: File to write.
+        array: uint8, int8, big-endian int16/int32/float32/float64 data (native-endian numbers are converted).
+
+    Returns:
+        The path written.
+    """
+    from ..atomic import write_bytes_atomic
+
+    path = Path(path)
+    array = np.asarray(array)
+    if array.dtype.kind in "iuf" and array.dtype.itemsize > 1:
+        array = array.astype(array.dtype.newbyteorder(">"))
+    code = _IDX_CODES.get(array.dtype.str.lstrip("|"))
+    if code is None or array.ndim < 1 or array.ndim > 255:
+        raise ValueError(f"IDX holds 1-255 dimensional uint8, int8, int16, int32, float32 or float64 arrays; got "
+                         f"{array.dtype} with {array.ndim} dimensions")
+    header = bytes([0, 0, code, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + np.ascontiguousarray(array).tobytes()
+    write_bytes_atomic(path, gzip.compress(data, mtime=0) if path.suffix == ".gz" else data)
+    return path
+
+
 class FashionMNIST(Dataset):
     """Fashion-MNIST as uint8 images (N, 28, 28) and int64 labels, read from IDX files.
 

@@ -224,7 +224,9 @@ def _load_data(args: argparse.Namespace, settings: dict[str, Any], img_size: int
     if dataset in (CUB, PLACED_DATASET):
         return _own_test_split(dataset, args, settings, img_size, in_chans)
     if dataset in (FASHION_MNIST, "torch/fashion_mnist", "torch/fashionmnist", "fashionmnist"):
-        return fashion_mnist_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit)
+        # The run's own IDX folder (mixkit-train --data-dir), or --data-dir: a subset's or another split's files.
+        return fashion_mnist_test(img_size=img_size, in_chans=in_chans, batch_size=args.batch_size, limit=args.limit,
+                                  root=placed_root(args.data_dir, settings))
     data_dir = args.data_dir or settings.get("data_dir")
     if not data_dir:
         raise ValueError("no evaluation data: pass --data-dir (an ImageFolder root with val/ or validation/) or "
