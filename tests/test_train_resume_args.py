@@ -45,3 +45,9 @@ def test_resuming_a_finished_run_evaluates_it(data, tmp_path, capsys):
     assert "already finished its 1 epochs" in out and "None samples" not in out
     assert again["eval_samples"] == first["eval_samples"] == 12
     assert "validation top-1" not in out and "val top-1:" in out  # the split the numbers are on, not "test"
+
+
+def test_a_run_without_an_evaluation_split_is_not_taken_for_a_finished_one(data, tmp_path, capsys):
+    summary = train_in_process(tiny_args(data, tmp_path, "--val-split", ""))
+    assert "already finished" not in capsys.readouterr().out
+    assert summary["epochs_trained"] == 1 and summary["eval_samples"] is None

@@ -338,11 +338,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     try:
         eval_metrics: dict[str, Any] = {}
         t_start, cpu_start = time.perf_counter(), time.process_time()
-        for epoch in range(run.state.epoch, run.num_epochs):
+        first_epoch = run.state.epoch
+        for epoch in range(first_epoch, run.num_epochs):
             train_loss = train_one_epoch(run, epoch)
             eval_metrics = evaluate_epoch(run)
             end_epoch(run, epoch, train_loss, eval_metrics)
-        if run.state.epoch >= run.num_epochs and not eval_metrics:
+        if first_epoch >= run.num_epochs:  # not "no metrics": a run without an evaluation split has none
             # --resume of a finished run: nothing to train; its final weights are evaluated once more.
             run.accelerator.print(f"the run had already finished its {run.num_epochs} epochs: evaluating its weights")
             eval_metrics = evaluate_epoch(run)
