@@ -279,6 +279,42 @@ def git_state() -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Golden files: the authors' outputs on fixed inputs, which the tests compare mixkit against
+
+
+def golden_parser(description: str, *, repo: Path, out: Path, upstream: str) -> argparse.ArgumentParser:
+    """The two options every ``golden_*.py`` script takes: the authors' fetched repository and the npz path."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--repo", type=Path, default=repo, help=f"the fetched bare git dir of {upstream}")
+    parser.add_argument("--out", type=Path, default=out, help="where the npz goes")
+    return parser
+
+
+def repo_commit(git_dir: Path) -> str:
+    """The commit a bare git dir's HEAD points at (recorded in each golden file)."""
+    import subprocess
+
+    return subprocess.run(["git", f"--git-dir={git_dir}", "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def write_golden(path: Path, arrays: dict[str, Any], *, upstream: str, commit: str) -> Path:
+    """Writes ``arrays`` (plus ``authors_commit``) as one compressed npz, atomically, and says so."""
+    import io
+
+    import numpy as np
+
+    arrays = {**arrays, "authors_commit": np.array(commit)}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    print(f"wrote {path} ({path.stat().st_size} bytes) from {upstream}@{commit[:12]}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------
 # Studies over seeds: subsets, per-method statistics and paired differences
 
 

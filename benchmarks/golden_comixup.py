@@ -18,10 +18,8 @@ and the initial labeling), which the npz stores, so mixkit seeded the same way d
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
-import io
 import subprocess
 import sys
 import tempfile
@@ -32,11 +30,11 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from mixkit.atomic import write_bytes_atomic
+from common import golden_parser, repo_commit, write_golden
 
 # ruff: noqa: NPY002  (the draws come from NumPy's global generator, as mixkit's)
 
+UPSTREAM = "snu-mllab/Co-Mixup"
 DEFAULT_REPO = Path("/work/.mirror/snu-mllab+Co-Mixup/repo")
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "comixup.npz"
 AUTHORS_FILES = ("mixup.py", "match.py", "utils.py")
@@ -156,15 +154,11 @@ def golden_inputs(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, default=DEFAULT_REPO, help="the fetched bare git dir of snu-mllab/Co-Mixup")
-    parser.add_argument("--out", type=Path, default=OUT, help="where the npz goes")
-    args = parser.parse_args(argv)
+    args = golden_parser(__doc__.split("\n\n")[0], repo=DEFAULT_REPO, out=OUT, upstream=UPSTREAM).parse_args(argv)
     torch.set_num_threads(1)
     arrays = golden_inputs()
     x, y, sc = (torch.from_numpy(arrays[k]) for k in ("x", "y", "sc"))
-    commit = subprocess.run(["git", f"--git-dir={args.repo}", "rev-parse", "HEAD"], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    commit = repo_commit(args.repo)
     with tempfile.TemporaryDirectory() as tmp:
         modules = load_authors(args.repo, Path(tmp))
         for seed, (case, settings) in enumerate(CASES.items()):
@@ -183,12 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             else:  # the mixing arithmetic is checked once; elsewhere a checksum keeps the file small
                 arrays[f"{case}/out_sum"] = out.double().sum((1, 2, 3)).numpy()
     arrays["settings"] = np.array(repr({case: {**AUTHORS_DEFAULTS, **s} for case, s in CASES.items()}))
-    arrays["authors_commit"] = np.array(commit)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(args.out, buffer.getvalue())
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes) from snu-mllab/Co-Mixup@{commit[:12]}")
+    write_golden(args.out, arrays, upstream=UPSTREAM, commit=commit)
     return 0
 
 

@@ -22,9 +22,7 @@ comparison in the tests.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import io
 import subprocess
 import sys
 import tempfile
@@ -36,11 +34,11 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from mixkit.atomic import write_bytes_atomic
+from common import golden_parser, repo_commit, write_golden
 
 # ruff: noqa: NPY002  (the draws come from NumPy's global generator, as mixkit's)
 
+UPSTREAM = "snu-mllab/PuzzleMix"
 DEFAULT_REPO = Path("/work/.mirror/snu-mllab+PuzzleMix/repo")
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "puzzlemix.npz"
 GRID_CHOICES = (2, 4, 8, 16)  # their 2 ** randint(1, 5)
@@ -213,15 +211,11 @@ def case_input(x: torch.Tensor, settings: dict) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, default=DEFAULT_REPO, help="the fetched bare git dir of snu-mllab/PuzzleMix")
-    parser.add_argument("--out", type=Path, default=OUT, help="where the npz goes")
-    args = parser.parse_args(argv)
+    args = golden_parser(__doc__.split("\n\n")[0], repo=DEFAULT_REPO, out=OUT, upstream=UPSTREAM).parse_args(argv)
     torch.set_num_threads(1)
     arrays = golden_inputs()
     pixels, y, grad = (torch.from_numpy(arrays[k]) for k in ("x", "y", "grad"))
-    commit = subprocess.run(["git", f"--git-dir={args.repo}", "rev-parse", "HEAD"], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    commit = repo_commit(args.repo)
     with tempfile.TemporaryDirectory() as tmp:
         mixup = load_authors(args.repo, Path(tmp))
         for case, overrides in CASES.items():
@@ -246,12 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{case}: grid {draws['block_num']}, lam {draws['lam']:.3f}, mask means "
                   f"{np.round(masks.reshape(BATCH, -1).mean(1), 3).tolist()}")
     arrays["settings"] = np.array(repr({case: {**AUTHORS_DEFAULTS, **s} for case, s in CASES.items()}))
-    arrays["authors_commit"] = np.array(commit)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(args.out, buffer.getvalue())
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes) from snu-mllab/PuzzleMix@{commit[:12]}")
+    write_golden(args.out, arrays, upstream=UPSTREAM, commit=commit)
     return 0
 
 

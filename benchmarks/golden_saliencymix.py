@@ -26,10 +26,8 @@ the tests.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import contextlib
-import io
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -40,11 +38,11 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from mixkit.atomic import write_bytes_atomic
+from common import golden_parser, repo_commit, write_golden
 
 # ruff: noqa: NPY002  (the draws come from NumPy's global generator, as mixkit's)
 
+UPSTREAM = "afm-shahab-uddin/SaliencyMix"
 DEFAULT_REPO = Path("/work/.mirror/afm-shahab-uddin+SaliencyMix/repo")
 AUTHORS_FILE = "SaliencyMix_CIFAR/saliencymix.py"
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "saliencymix.npz"
@@ -86,8 +84,7 @@ def load_authors(repo: Path) -> AuthorsCode:
     """
     text = subprocess.run(["git", f"--git-dir={repo}", "show", f"HEAD:{AUTHORS_FILE}"], check=True,
                           capture_output=True, text=True).stdout
-    commit = subprocess.run(["git", f"--git-dir={repo}", "rev-parse", "HEAD"], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    commit = repo_commit(repo)
     tree = ast.parse(text)
     bbox = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "saliency_bbox"]
     draw = mix = None
@@ -216,11 +213,7 @@ def soft_targets(y: np.ndarray, labels_b: np.ndarray, lam: float) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, default=DEFAULT_REPO,
-                        help="the fetched bare git dir of afm-shahab-uddin/SaliencyMix")
-    parser.add_argument("--out", type=Path, default=OUT, help="where the npz goes")
-    args = parser.parse_args(argv)
+    args = golden_parser(__doc__.split("\n\n")[0], repo=DEFAULT_REPO, out=OUT, upstream=UPSTREAM).parse_args(argv)
     authors = load_authors(args.repo)
     arrays = golden_inputs()
     x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
@@ -244,15 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     # one compressed member finds (members of an npz are compressed one by one).
     arrays["out"] = np.stack(outs)
     arrays["settings"] = np.array(repr(settings))
-    arrays["authors_commit"] = np.array(authors.commit)
     import cv2
 
     arrays["opencv_version"] = np.array(cv2.__version__)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(args.out, buffer.getvalue())
-    print(f"wrote {args.out} ({args.out.stat().st_size} bytes) from afm-shahab-uddin/SaliencyMix@{authors.commit[:12]}")
+    write_golden(args.out, arrays, upstream=UPSTREAM, commit=authors.commit)
     return 0
 
 

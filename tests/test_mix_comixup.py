@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import copy
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixkit.mix import comixup as comixup_module
 from mixkit.mix import create_mixup
+from mixkit.mix import saliency as saliency_module
 from mixkit.mix.comixup_solver import (
     assign_blocks,
     block_saliency,
@@ -37,7 +38,6 @@ from mixkit.mix.comixup_solver import (
     peak_distance,
     saliency_map,
 )
-from mixkit.timm_compat import check_timm_mixup
 
 GOLDEN = Path(__file__).parent / "golden" / "comixup.npz"
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -99,7 +99,8 @@ def test_the_method_seeded_as_the_golden_draws_gives_the_authors_mix(case: str, 
     s = settings[case]
     x, y, sc = torch.from_numpy(g["x"]), torch.from_numpy(g["y"]), torch.from_numpy(g["sc"])
     model = Net(channels=x.shape[1])
-    monkeypatch.setattr(comixup_module, "input_gradient", lambda *a, **k: (sc.unsqueeze(1), None))
+    monkeypatch.setattr(saliency_module, "input_gradient",
+                        lambda model, x, *a, **k: (sc.unsqueeze(1), torch.zeros(len(x), 4)))
     kwargs = {k: v for k, v in s.items() if k in SETTING_NAMES}
     with create_mixup("comixup", model=model, num_classes=4, label_smoothing=0.0, **kwargs) as mix:
         np.random.seed(int(g[f"{case}/seed"]))
@@ -232,21 +233,22 @@ def test_images_too_small_for_the_grid_are_refused_with_the_fix() -> None:
             mix(torch.randn(4, 3, 12, 12), y)
 
 
-def test_a_model_without_input_gradients_is_refused_with_the_fix() -> None:
-    class Detaching(Net):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(x.detach())
-
-    with create_mixup("comixup", model=Detaching(), num_classes=4) as mix:
-        with pytest.raises(ValueError, match="saliency"):
-            mix(torch.randn(4, 3, 16, 16), torch.arange(4))
-
-
-def test_cutmix_on_the_command_line_is_refused_naming_the_flags() -> None:
-    from mixkit.timm_compat import MixupMethod
-
-    with pytest.raises(ValueError, match=r"--mixup comixup: .*--cutmix 0"):
-        check_timm_mixup({"mixup_alpha": MixupMethod("comixup"), "cutmix_alpha": 1.0})
+@pytest.mark.skipif(not (AUTHORS_REPO.is_dir() and shutil.which("git")),
+                    reason="the authors' repository is not fetched (fetch github:snu-mllab/Co-Mixup)")
+def test_the_defaults_are_the_authors_main_py() -> None:
+    """Every setting's default, the clean loss's weight included, read from their main.py's argparse."""
+    source = subprocess.run(["git", f"--git-dir={AUTHORS_REPO}", "show", "HEAD:main.py"], check=True,
+                            capture_output=True, text=True).stdout
+    theirs = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument" and node.args:
+            default = next((k.value for k in node.keywords if k.arg == "default"), None)
+            if default is not None:
+                theirs[node.args[0].value.lstrip("-")] = ast.literal_eval(default)
+    names = SETTING_NAMES | {"clean_lam"}
+    with create_mixup("comixup", model=Net(), num_classes=4) as mix:
+        ours = {name: getattr(mix, name) for name in names}
+    assert ours == {name: theirs[name] for name in names}
 
 
 @pytest.mark.skipif(not (AUTHORS_REPO.is_dir() and shutil.which("git")),

@@ -5,8 +5,9 @@
   in one case, their adversarial perturbation) and the targets. mixkit seeded the same way, with its saliency
   pass answered by the same gradient, must give them bit for bit.
 * A live comparison runs their code on a real model's gradient when the fetched repository is there.
-* The rest: the clean loss and the saliency pass's mode, the perturbation's bound, the odd batch, the
-  process pool, and the bad-input errors.
+* The rest: the perturbation's bound, the odd batch, the process pool, the clean loss through mixkit-train
+  and DDP, and the bad-input errors (the clean loss and the saliency pass's mode: tests/test_mix_saliency.py,
+  for every method of that family).
 """
 
 # The methods draw from NumPy's global generator, as timm's Mixup does, so the tests seed that one.
@@ -28,8 +29,8 @@ from torch import nn
 
 from mixkit.mix import create_mixup
 from mixkit.mix import puzzlemix as puzzlemix_module
+from mixkit.mix import saliency as saliency_module
 from mixkit.mix.puzzlemix_solver import label_prior, transport_blocks, transport_plan
-from mixkit.timm_compat import check_timm_mixup
 
 GOLDEN = Path(__file__).parent / "golden" / "puzzlemix.npz"
 BENCHMARKS_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -67,7 +68,7 @@ def _golden_call(case: str, monkeypatch, **overrides) -> tuple[torch.Tensor, tor
     by the golden gradient."""
     g, settings = _golden()
     grad = torch.from_numpy(g["grad"])
-    monkeypatch.setattr(puzzlemix_module, "input_gradient",
+    monkeypatch.setattr(saliency_module, "input_gradient",
                         lambda model, x, target, **kw: (grad.clone(), torch.zeros(len(x), 5)))
     settings = {**settings[case], **overrides}
     with create_mixup("puzzlemix", model=Net(), num_classes=5, label_smoothing=0.0, **settings) as mix:
@@ -147,44 +148,6 @@ def test_the_transport_plan_equals_the_dense_algorithm_ties_included() -> None:
         assert torch.equal(transport_plan(mask, saliency, eps=eps), _dense_transport_plan(mask, saliency, eps)), trial
 
 
-def test_the_clean_loss_is_the_clean_batchs_cross_entropy_through_the_model() -> None:
-    torch.manual_seed(0)
-    model = Net()
-    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
-    reference = copy.deepcopy(model)
-    with create_mixup("puzzlemix", model=model, num_classes=5, clean_lam=2.0, block_num=4) as mix:
-        assert mix.extra_loss_name == "clean_loss"
-        np.random.seed(0)
-        mix(x, y)
-        loss = mix.extra_loss()
-        assert mix.extra_loss() is None  # consumed once, as the engine reads it
-    expected = 2.0 * F.cross_entropy(reference(x), y)  # training mode, as the authors' clean_lam > 0 pass
-    torch.testing.assert_close(loss, expected)
-    loss.backward()
-    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
-    with create_mixup("puzzlemix", model=Net(), num_classes=5) as mix:
-        assert mix.extra_loss_name is None
-        mix(x, y)
-        assert mix.extra_loss() is None
-
-
-def test_the_saliency_pass_runs_in_eval_mode_unless_the_clean_loss_trains_on_it() -> None:
-    seen = []
-
-    class Recording(Net):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(self.body[1].training)
-            return super().forward(x)
-
-    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
-    for clean_lam, mode in ((0.0, False), (1.0, True)):
-        model = Recording().train()
-        seen.clear()
-        with create_mixup("puzzlemix", model=model, num_classes=5, clean_lam=clean_lam, block_num=4) as mix:
-            mix(x, y)
-        assert seen == [mode] and model.training and model.body[1].training
-
-
 def test_the_perturbation_stays_in_its_ball_and_in_the_pixel_range() -> None:
     torch.manual_seed(0)
     mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -236,7 +199,7 @@ def test_on_cuda_the_mix_follows_the_host_masks_and_matches_the_authors(case: st
     the golden ones in at least 95% of the blocks, and the images and targets must follow the masks applied."""
     g, settings = _golden()
     grad = torch.from_numpy(g["grad"]).cuda()
-    monkeypatch.setattr(puzzlemix_module, "input_gradient",
+    monkeypatch.setattr(saliency_module, "input_gradient",
                         lambda model, x, target, **kw: (grad.clone(), torch.zeros(len(x), 5, device=x.device)))
     settings = settings[case]
     x, y = _case_input(g, settings).cuda(), torch.from_numpy(g["y"]).cuda()
@@ -294,23 +257,6 @@ def test_images_the_grid_cannot_split_are_refused_with_the_fix() -> None:
     with create_mixup("puzzlemix", model=Net(), num_classes=5, mean=(0.5,), std=(0.2,)) as mix:
         with pytest.raises(ValueError, match="one per channel"):
             mix(torch.randn(4, 3, 16, 16), y)
-
-
-def test_a_model_without_input_gradients_is_refused_with_the_fix() -> None:
-    class Detaching(Net):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(x.detach())
-
-    with create_mixup("puzzlemix", model=Detaching(), num_classes=5) as mix:
-        with pytest.raises(ValueError, match="saliency pass needs the loss gradient"):
-            mix(torch.randn(4, 3, 16, 16), torch.arange(4))
-
-
-def test_cutmix_on_the_command_line_is_refused_naming_the_flags() -> None:
-    from mixkit.timm_compat import MixupMethod
-
-    with pytest.raises(ValueError, match=r"--mixup puzzlemix: .*--cutmix 0"):
-        check_timm_mixup({"mixup_alpha": MixupMethod("puzzlemix"), "cutmix_alpha": 1.0})
 
 
 @pytest.mark.skipif(not (AUTHORS_REPO.is_dir() and shutil.which("git")),

@@ -1,6 +1,11 @@
 """The saliency pass of the method contract (mixkit.mix.saliency): the input gradient on clean inputs,
 checked against a gradient written out with autograd on an untouched copy, with BatchNorm's running
-statistics, the parameters' gradients and the caller's grad mode left as they were."""
+statistics, the parameters' gradients and the caller's grad mode left as they were; and, for every
+registered method built on ``GradientSaliencyMixupBase`` (PuzzleMix, Co-Mixup), the authors' clean loss
+and the pass's mode."""
+
+# The methods draw from NumPy's global generator, as timm's Mixup does, so the tests seed that one.
+# ruff: noqa: NPY002
 
 from __future__ import annotations
 
@@ -8,16 +13,19 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mixkit.mix import get_mixup_class, input_gradient, list_mixups
-from mixkit.mix.saliency import frozen_norm_statistics
+from mixkit.mix import create_mixup, get_mixup_class, input_gradient, list_mixups
+from mixkit.mix.saliency import GradientSaliencyMixupBase, frozen_norm_statistics
 
 DETACHING_MODEL = "mixkit_test_detaching_net"
+CLEAN_LOSS_METHODS = [n for n in list_mixups() if isinstance(get_mixup_class(n), type)
+                      and issubclass(get_mixup_class(n), GradientSaliencyMixupBase)]
 
 
 def _net() -> nn.Module:
@@ -140,3 +148,55 @@ def test_mixkit_train_refuses_a_model_without_input_gradients_naming_the_fix(nam
     assert main_in_process(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("mixkit-train: error: ") and "Make the input path differentiable" in err, err
+
+
+def test_the_clean_loss_family_is_the_saliency_methods_of_their_authors() -> None:
+    assert {"puzzlemix", "comixup"} <= set(CLEAN_LOSS_METHODS)
+
+
+@pytest.mark.parametrize("name", CLEAN_LOSS_METHODS)
+def test_the_clean_loss_is_clean_lam_times_the_clean_batchs_cross_entropy_through_the_model(name: str) -> None:
+    """clean_lam > 0: ``extra_loss()`` is clean_lam x the cross-entropy of the model (training mode) on the
+    clean batch, with its graph to the parameters, read once; clean_lam=0: none, and no summary column."""
+    model, (x, y) = _net(), _batch()
+    x = F.interpolate(x, size=16)  # every method's default grid fits 16 px
+    reference = copy.deepcopy(model)
+    with create_mixup(name, model=model, num_classes=3, clean_lam=2.0) as mix:
+        assert mix.extra_loss_name == "clean_loss"
+        np.random.seed(0)
+        mix(x, y)
+        loss = mix.extra_loss()
+        assert mix.extra_loss() is None  # consumed once, as the engine reads it
+    torch.testing.assert_close(loss, 2.0 * F.cross_entropy(reference(x), y))
+    loss.backward()
+    assert model[-1].weight.grad is not None and model[-1].weight.grad.abs().sum() > 0
+    with create_mixup(name, model=_net(), num_classes=3, clean_lam=0) as mix:
+        assert mix.extra_loss_name is None
+        mix(x, y)
+        assert mix.extra_loss() is None
+    with create_mixup(name, model=_net(), num_classes=3, prob=0.0) as mix:  # an unmixed batch: no pass, no loss
+        mix(x, y)
+        assert mix.extra_loss() is None
+
+
+@pytest.mark.parametrize("name", CLEAN_LOSS_METHODS)
+def test_the_saliency_pass_runs_in_eval_mode_unless_the_clean_loss_trains_on_it(name: str) -> None:
+    """The authors' rule (PuzzleMix's and Co-Mixup's main.py: ``if args.clean_lam == 0: model.eval()``);
+    every module's mode is restored afterwards."""
+    seen = []
+    model = _net()
+    model[1].register_forward_pre_hook(lambda module, args: seen.append(module.training))
+    x, y = F.interpolate(_batch()[0], size=16), _batch()[1]
+    for clean_lam, mode in ((0.0, False), (1.0, True)):
+        seen.clear()
+        with create_mixup(name, model=model, num_classes=3, clean_lam=clean_lam) as mix:
+            np.random.seed(0)
+            mix(x, y)
+        assert seen == [mode] and model.training and model[1].training
+
+
+@pytest.mark.parametrize("name", CLEAN_LOSS_METHODS)
+@pytest.mark.parametrize("clean_lam", [-1.0, float("nan"), True, "1"])
+def test_a_bad_clean_lam_is_refused_naming_the_range(name: str, clean_lam: Any) -> None:
+    with pytest.raises(ValueError, match="clean_lam must be a finite number >= 0"):
+        create_mixup(name, model=_net(), num_classes=3, clean_lam=clean_lam)

@@ -22,7 +22,7 @@ from .feature_mix import FeatureMixupBase
 from .input_mix import InputMixup
 from .manifold import ManifoldMixup, manifold_mix_features
 from .puzzlemix import PuzzleMix, PuzzleMixDraw
-from .saliency import input_gradient
+from .saliency import GradientSaliencyMixupBase, input_gradient
 from .saliencymix import SaliencyMix, SaliencyMixDraw
 from .targets import mix_inputs, soft_targets
 from .transform import BatchMix
@@ -35,6 +35,7 @@ __all__ = [
     "CoMixupDraw",
     "Draw",
     "FeatureMixupBase",
+    "GradientSaliencyMixupBase",
     "InputMixup",
     "ManifoldMixup",
     "PuzzleMix",

@@ -5,7 +5,11 @@ chosen jointly for all outputs: salient blocks kept, mosaics smooth, and each in
 (the supermodular diversity term), by the optimisation in ``comixup_solver``. The saliency is the loss
 gradient on the clean batch (``mixkit.mix.saliency``: a second forward/backward per step), and the
 target of an output is its inputs' labels weighted by their share of its blocks (the contract's label
-``weights``). The defaults are the authors' (snu-mllab/Co-Mixup ``main.py``, CIFAR-100 PreActResNet-18).
+``weights``). The defaults are the authors' (snu-mllab/Co-Mixup ``main.py``, CIFAR-100 PreActResNet-18),
+their clean-input loss included: ``clean_lam=1`` adds the clean batch's cross-entropy to the loss
+(``extra_loss``, logged as ``clean_loss``) from the saliency forward, run in training mode; with
+``clean_lam=0`` the pass runs in eval mode and nothing is added, as theirs (their README: then lower
+``mixup_alpha``).
 
 The draw (NumPy's global generator): the grid size when ``m_block_num=-1``, then per partition the
 Dirichlet prior and the random initial labeling; ``resolve`` runs the saliency pass and the optimisation
@@ -19,9 +23,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .base import Draw, MixupBase
+from .base import Draw
 from .checks import check_choice
 from .comixup_solver import (
     THRESHOLD_TYPES,
@@ -34,7 +37,7 @@ from .comixup_solver import (
     saliency_map,
 )
 from .rng import dirichlet, rand, randint
-from .saliency import input_gradient
+from .saliency import GradientSaliencyMixupBase
 from .targets import Lam, to_device
 
 __all__ = ["CoMixup", "CoMixupDraw"]
@@ -64,7 +67,7 @@ class CoMixupDraw(Draw):
     masks: tuple[np.ndarray | None, ...] | None = None
 
 
-class CoMixup(MixupBase):
+class CoMixup(GradientSaliencyMixupBase):
     """Co-Mixup: batch-level saliency-guided mixing of several inputs per output (see the module docstring).
 
     Args:
@@ -78,16 +81,16 @@ class CoMixup(MixupBase):
         m_omega: Weight of the input compatibility (distance between salient regions) in the diversity term.
         m_niter: Number of sweeps of the optimisation over the outputs.
         set_resolve: Push apart outputs that would mix the same set of inputs.
-        **kwargs: ``MixupBase``'s arguments; ``mixup_alpha`` (default 2.0) is the Dirichlet prior's
-            concentration. ``mode`` must be 'batch' (the mix is joint over the batch), CutMix is refused, and
+        **kwargs: ``GradientSaliencyMixupBase``'s ``clean_lam`` (default 1.0, the authors' in every script
+            they publish) and ``MixupBase``'s arguments; ``mixup_alpha`` (default 2.0) is the Dirichlet
+            prior's concentration. ``mode`` must be 'batch' (the mix is joint over the batch), CutMix is refused, and
             there is no ``pairing``: the optimisation decides which inputs each output mixes.
     """
 
     method = "comixup"
     default_mixup_alpha = 2.0
     supports_cutmix = False
-    needs_model = True
-    uses_model_gradient = True
+    default_clean_lam = 1.0
 
     def __init__(
         self,
@@ -179,10 +182,10 @@ class CoMixup(MixupBase):
                            inits=tuple(inits))
 
     def resolve(self, x: torch.Tensor, target: torch.Tensor, draw: Draw) -> Draw:
+        draw = super().resolve(x, target, draw)
         if not isinstance(draw, CoMixupDraw):
             return draw
-        loss_fn = F.binary_cross_entropy_with_logits if self.multi_label else None
-        grad, _ = input_gradient(self.model, x, target.float() if self.multi_label else target, loss_fn=loss_fn)
+        grad, _ = self.saliency_pass(x, target)
         saliency = saliency_map(grad)
         blocks = block_saliency(saliency, draw.block_num).cpu()  # the graph cuts run on the host
         distance = peak_distance(saliency).cpu()

@@ -16,7 +16,7 @@ from timm.data import Mixup
 from timm.data.mixup import cutmix_bbox_and_lam
 
 from .base import Draw, MixupBase
-from .targets import Lam, pair_with
+from .targets import Lam, pair_with, to_device
 
 __all__ = ["InputMixup"]
 
@@ -66,13 +66,14 @@ class InputMixup(MixupBase, Mixup):
                     boxes=boxes if cut.any() else None)
 
     def device_weights(self, draw: Draw, x: torch.Tensor) -> tuple[Lam, torch.Tensor | None]:
-        # timm builds per-sample lam in the input's dtype before the targets cast it to float32: kept, so
-        # the targets match timm's to the bit for bf16/fp16 inputs too.
+        # timm builds per-sample lam in the input's dtype before the targets cast it to float32: kept (the
+        # float32 -> dtype rounding is the same on the device), so the targets match timm's to the bit for
+        # bf16/fp16 inputs too. to_device copies through pinned memory: the step does not wait for the GPU.
         if isinstance(draw.lam, float):
             lam: Lam = draw.lam
         else:
-            lam = torch.tensor(draw.lam, device=x.device, dtype=x.dtype).unsqueeze(1)
-        partner = None if draw.partner is None else torch.from_numpy(draw.partner).to(x.device)
+            lam = to_device(np.asarray(draw.lam, dtype=np.float32), x.device).to(x.dtype).unsqueeze(1)
+        partner = None if draw.partner is None else to_device(draw.partner, x.device)
         return lam, partner
 
     def apply(self, x: torch.Tensor, target: torch.Tensor, draw: Draw, lam: Lam,

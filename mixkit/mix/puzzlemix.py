@@ -36,8 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Draw, MixupBase
-from .checks import check_output_classes
+from .base import Draw
 from .comixup_solver import saliency_map
 from .puzzlemix_solver import (
     block_costs,
@@ -48,7 +47,7 @@ from .puzzlemix_solver import (
     transport_plan,
 )
 from .rng import rand, randint
-from .saliency import input_gradient, module_mode
+from .saliency import GradientSaliencyMixupBase
 from .targets import Lam, to_device
 
 __all__ = ["PuzzleMix", "PuzzleMixDraw"]
@@ -90,7 +89,7 @@ def _check_int(name: str, value: object, low: int, extra: str = "") -> None:
         raise ValueError(f"{name} must be an int >= {low}{extra}, got {value!r}")
 
 
-class PuzzleMix(MixupBase):
+class PuzzleMix(GradientSaliencyMixupBase):
     """PuzzleMix: saliency-guided block masks by graph cuts and the transport of blocks (see the module
     docstring). The defaults are the authors' ``main.py``'s (CIFAR-100, PreActResNet-18).
 
@@ -105,21 +104,19 @@ class PuzzleMix(MixupBase):
         transport: Move each input's salient blocks to where the mask keeps it.
         t_eps: Weight of the transport distance against the saliency gained.
         t_size: Side in pixels of the transported cells; -1 the mask's blocks.
-        clean_lam: Weight of the clean batch's cross-entropy added to the loss (0: none).
         adv_p: Probability of the adversarial perturbation of each input (0: none).
         adv_eps: Bound of the perturbation, in 1/255 of the pixel range.
         mp: Worker processes for the graph cuts (0: in this process; the authors' default is 8).
         mean: Per-channel mean of the inputs' normalisation (None: the inputs are pixels in [0, 1]).
         std: Per-channel std of the inputs' normalisation.
-        **kwargs: ``MixupBase``'s arguments; ``mixup_alpha`` (default 1.0) draws the prior's lam, ``mode`` must
-            be 'batch' (one lam per batch, as the authors'), CutMix is refused.
+        **kwargs: ``GradientSaliencyMixupBase``'s ``clean_lam`` (default 0, the authors' ``main.py``) and
+            ``MixupBase``'s arguments; ``mixup_alpha`` (default 1.0) draws the prior's lam, ``mode`` must be
+            'batch' (one lam per batch, as the authors'), CutMix is refused.
     """
 
     method = "puzzlemix"
     default_mixup_alpha = 1.0
     supports_cutmix = False
-    needs_model = True
-    uses_model_gradient = True
 
     def __init__(
         self,
@@ -133,7 +130,6 @@ class PuzzleMix(MixupBase):
         transport: bool = True,
         t_eps: float = 0.8,
         t_size: int = SAME_GRID,
-        clean_lam: float = 0.0,
         adv_p: float = 0.0,
         adv_eps: float = 10.0,
         mp: int = 0,
@@ -153,7 +149,7 @@ class PuzzleMix(MixupBase):
         if t_size != SAME_GRID:
             _check_int("t_size", t_size, 1, " (pixels) or -1 (the mask's blocks)")
         for name, value in (("beta", beta), ("gamma", gamma), ("eta", eta), ("t_eps", t_eps),
-                            ("clean_lam", clean_lam), ("adv_eps", adv_eps)):
+                            ("adv_eps", adv_eps)):
             if not (isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
                     and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -170,14 +166,10 @@ class PuzzleMix(MixupBase):
         self.transport = bool(transport)
         self.t_eps = float(t_eps)
         self.t_size = t_size
-        self.clean_lam = float(clean_lam)
         self.adv_p, self.adv_eps = float(adv_p), float(adv_eps)
         self.mp = mp
         self.mean = None if mean is None else tuple(float(m) for m in mean)
         self.std = None if std is None else tuple(float(s) for s in std)
-        # The clean loss is logged only where there is one (a summary column that is always empty otherwise).
-        self.extra_loss_name = "clean_loss" if self.clean_lam > 0 else None
-        self._loss: torch.Tensor | None = None
         self._pool: ProcessPoolExecutor | None = None
         try:
             import gco  # noqa: F401
@@ -260,23 +252,8 @@ class PuzzleMix(MixupBase):
         perturbed = (pixels + torch.zeros_like(pixels).uniform_(-bound, bound, generator=generator)).clamp(0, 1)
         return perturbed, perturbed - pixels
 
-    def saliency_pass(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The loss gradient on ``x`` and the logits (with their graph when the clean loss is on)."""
-        loss_fn = F.binary_cross_entropy_with_logits if self.multi_label else None
-        labels = target.float() if self.multi_label else target
-        keep = self.clean_lam > 0
-        # The authors' mode: eval for the saliency alone, the training mode when its loss is trained on.
-        with module_mode(self.model, training=self.model.training if keep else False):
-            grad, logits = input_gradient(self.model, x, labels, loss_fn=loss_fn, keep_graph=keep)
-        check_output_classes(logits, self.num_classes)  # the eval-mode pass is no training forward for the hook
-        if keep:
-            clean = (F.binary_cross_entropy_with_logits(logits, labels) if self.multi_label
-                     else F.cross_entropy(logits, labels))
-            self._loss = self.clean_lam * clean
-        return grad, logits
-
     def resolve(self, x: torch.Tensor, target: torch.Tensor, draw: Draw) -> Draw:
-        self._loss = None
+        draw = super().resolve(x, target, draw)
         if not isinstance(draw, PuzzleMixDraw):
             return draw
         norm = self._normalisation(x)
@@ -349,11 +326,7 @@ class PuzzleMix(MixupBase):
         alone = (partner == torch.arange(len(partner), device=partner.device)).reshape(-1, 1, 1, 1)
         return torch.where(alone, x, mixed)
 
-    # -- optional parts -----------------------------------------------------------------------------
-    def extra_loss(self) -> torch.Tensor | None:
-        loss, self._loss = self._loss, None
-        return loss
-
+    # -- lifetime -----------------------------------------------------------------------------------
     def remove(self) -> None:
         super().remove()
         if self._pool is not None:

@@ -14,22 +14,30 @@ Rules, each for a reason:
 * it runs under the autocast that is active (``mixkit-train`` calls such methods inside its autocast);
   the loss is computed in float32;
 * what it returns is detached (the mix built from it carries no graph back into the pass), except the
-  logits with ``keep_graph=True``: a method that adds the clean batch's loss to the objective (PuzzleMix's
-  ``clean_lam``) gets them with their graph, for its ``extra_loss``.
+  logits with ``keep_graph=True``: a method that adds the clean batch's loss to the objective (the
+  ``clean_lam`` of PuzzleMix and Co-Mixup) gets them with their graph, for its ``extra_loss``.
+
+``GradientSaliencyMixupBase`` is the base of PuzzleMix and Co-Mixup: the pass in their authors' mode and
+their clean-input loss, declared once (``clean_lam``; each method's default is its authors').
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import Draw, MixupBase
+from .checks import check_output_classes
 from .layers import unwrap_model
 
-__all__ = ["NO_INPUT_GRADIENT", "frozen_norm_statistics", "input_gradient", "module_mode"]
+__all__ = ["NO_INPUT_GRADIENT", "GradientSaliencyMixupBase", "frozen_norm_statistics", "input_gradient",
+           "module_mode"]
 
 NO_INPUT_GRADIENT = (
     "the saliency pass needs the loss gradient with respect to the input images, but the model gives none: its "
@@ -122,3 +130,69 @@ def input_gradient(
                 raise ValueError(NO_INPUT_GRADIENT) from err
             raise
     return grad.detach(), (logits if keep_graph else logits.detach())
+
+
+class GradientSaliencyMixupBase(MixupBase):
+    """Base of the methods whose saliency is the loss gradient on the clean batch and whose authors train on
+    that batch's loss too (PuzzleMix, Co-Mixup): ``saliency_pass`` and the clean loss.
+
+    Both authors' code does the same, and so does this class: with ``clean_lam > 0`` the saliency forward
+    runs in the model's training mode and its graph is kept (``input_gradient(keep_graph=True)``), and
+    ``clean_lam`` times the clean batch's cross-entropy (binary cross-entropy for multi-label targets) is
+    the ``extra_loss`` (logged as ``clean_loss``); with ``clean_lam=0`` the pass runs in eval mode and
+    nothing is added. The loss is the authors' ImageNet form (``clean_lam * cross_entropy``, beside a
+    soft-target cross-entropy mixed loss, as mixkit's); their CIFAR scripts weigh it by
+    ``2 * clean_lam / num_classes`` beside a binary cross-entropy of the softmax, about twice the weight
+    of the same ``clean_lam`` here (docs/mixing.md). The saliency does not depend on the loss's scale:
+    both methods normalise it per sample.
+
+    Args:
+        clean_lam: Weight of the clean batch's cross-entropy added to the loss (0: none). None: the
+            method's default (``default_clean_lam``: its authors' training script's).
+        **kwargs: ``MixupBase``'s arguments.
+    """
+
+    needs_model = True
+    uses_model_gradient = True
+    default_clean_lam: ClassVar[float] = 0.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The class attribute tells what a method built with its defaults logs; an instance sets its own.
+        cls.extra_loss_name = "clean_loss" if cls.default_clean_lam > 0 else None
+
+    def __init__(self, *, clean_lam: float | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        clean_lam = self.default_clean_lam if clean_lam is None else clean_lam
+        if not (isinstance(clean_lam, int | float) and not isinstance(clean_lam, bool) and math.isfinite(clean_lam)
+                and clean_lam >= 0):
+            raise ValueError(f"clean_lam must be a finite number >= 0 (the clean loss's weight; 0 turns it off), "
+                             f"got {clean_lam!r}")
+        self.clean_lam = float(clean_lam)
+        # Logged only where there is one (a summary column that is always empty otherwise).
+        self.extra_loss_name = "clean_loss" if self.clean_lam > 0 else None
+        self._loss: torch.Tensor | None = None
+
+    def resolve(self, x: torch.Tensor, target: torch.Tensor, draw: Draw) -> Draw:
+        self._loss = None  # a batch left unmixed has no clean loss (its saliency pass does not run)
+        return super().resolve(x, target, draw)
+
+    def saliency_pass(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss gradient on ``x`` and the logits (with their graph when the clean loss is on); sets the
+        clean loss for ``extra_loss``."""
+        loss_fn = F.binary_cross_entropy_with_logits if self.multi_label else None
+        labels = target.float() if self.multi_label else target
+        keep = self.clean_lam > 0
+        # The authors' mode: eval for the saliency alone, the training mode when its loss is trained on.
+        with module_mode(self.model, training=self.model.training if keep else False):
+            grad, logits = input_gradient(self.model, x, labels, loss_fn=loss_fn, keep_graph=keep)
+        check_output_classes(logits, self.num_classes)  # an eval-mode pass is no training forward for the hook
+        if keep:
+            clean = (F.binary_cross_entropy_with_logits(logits, labels) if self.multi_label
+                     else F.cross_entropy(logits, labels))
+            self._loss = self.clean_lam * clean
+        return grad, logits
+
+    def extra_loss(self) -> torch.Tensor | None:
+        loss, self._loss = self._loss, None
+        return loss
