@@ -180,17 +180,15 @@ class GradientSaliencyMixupBase(MixupBase):
     def saliency_pass(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss gradient on ``x`` and the logits (with their graph when the clean loss is on); sets the
         clean loss for ``extra_loss``."""
-        loss_fn = F.binary_cross_entropy_with_logits if self.multi_label else None
+        loss_fn = F.binary_cross_entropy_with_logits if self.multi_label else F.cross_entropy
         labels = target.float() if self.multi_label else target
         keep = self.clean_lam > 0
         # The authors' mode: eval for the saliency alone, the training mode when its loss is trained on.
         with module_mode(self.model, training=self.model.training if keep else False):
             grad, logits = input_gradient(self.model, x, labels, loss_fn=loss_fn, keep_graph=keep)
         check_output_classes(logits, self.num_classes)  # an eval-mode pass is no training forward for the hook
-        if keep:
-            clean = (F.binary_cross_entropy_with_logits(logits, labels) if self.multi_label
-                     else F.cross_entropy(logits, labels))
-            self._loss = self.clean_lam * clean
+        if keep:  # the same loss the saliency came from, on the kept graph
+            self._loss = self.clean_lam * loss_fn(logits, labels)
         return grad, logits
 
     def extra_loss(self) -> torch.Tensor | None:
